@@ -5,8 +5,10 @@
 //! ([`Tensor`]) held apart from the structure so they can be memory-mapped.
 //! The graph prints to and parses from a stable text form ([`text`]).
 
+pub mod cost;
 pub mod dtype;
 pub mod graph;
+pub mod infer;
 pub mod op;
 pub mod shape;
 pub mod tensor;

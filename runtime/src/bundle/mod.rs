@@ -1,0 +1,1 @@
+//! Placeholder: the bundle reader lands here.

@@ -1,0 +1,1 @@
+//! Placeholder: the CPU executor lands here.
