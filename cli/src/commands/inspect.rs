@@ -1,0 +1,138 @@
+//! `kiln inspect`: what a model or bundle holds.
+
+use anyhow::{bail, Result};
+use kiln_ir::{Graph, ValueId};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Arguments of `kiln inspect`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// A model (ONNX) or a Kiln bundle.
+    pub file: PathBuf,
+    /// Bind a symbolic dimension for the FLOP count, e.g. `--dim batch=1` (repeatable).
+    #[arg(long, value_name = "NAME=VALUE")]
+    pub dim: Vec<String>,
+    /// Print JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Also print the graph in its text form.
+    #[arg(long)]
+    pub graph: bool,
+    /// No progress display.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+fn parse_dims(specs: &[String]) -> Result<BTreeMap<String, u64>> {
+    let mut m = BTreeMap::new();
+    for s in specs {
+        let Some((k, v)) = s.split_once('=') else {
+            bail!("--dim `{s}`: expected NAME=VALUE");
+        };
+        let n: u64 = v.trim().parse().map_err(|_| anyhow::anyhow!("--dim `{s}`: `{v}` is not a whole number"))?;
+        m.insert(k.trim().to_string(), n);
+    }
+    Ok(m)
+}
+
+fn io_json(g: &Graph, ids: &[ValueId]) -> Vec<serde_json::Value> {
+    ids.iter()
+        .map(|&v| {
+            let info = g.value(v);
+            json!({"name": info.name, "dtype": info.ty.dtype.name(), "shape": info.ty.shape.to_string()})
+        })
+        .collect()
+}
+
+/// Runs `kiln inspect`.
+pub fn run(a: Args) -> Result<()> {
+    let mut bindings = parse_dims(&a.dim)?;
+    let loaded = super::load(&a.file, a.quiet || a.json)?;
+    let g = &loaded.graph;
+    // Unbound symbols default to 1 so a FLOP count is always available; the
+    // output says which were defaulted.
+    let mut defaulted = Vec::new();
+    for v in g.values() {
+        for s in v.ty.shape.symbols() {
+            if !bindings.contains_key(s) {
+                bindings.insert(s.to_string(), 1);
+                defaulted.push(s.to_string());
+            }
+        }
+    }
+    let cost = kiln_ir::cost::graph_cost(g, &bindings);
+    let file_size = std::fs::metadata(&a.file).map(|m| m.len()).unwrap_or(0);
+    let histogram = g.op_histogram();
+    let kind = if loaded.bundle.is_some() { "bundle" } else { "model" };
+    let manifest = loaded
+        .bundle
+        .as_ref()
+        .map(|b| serde_json::to_value(b.manifest()))
+        .transpose()?;
+    let out = json!({
+        "file": a.file.display().to_string(),
+        "kind": kind,
+        "file_bytes": file_size,
+        "graph": g.name,
+        "inputs": io_json(g, &g.inputs),
+        "outputs": io_json(g, &g.outputs),
+        "nodes": g.nodes.len(),
+        "ops": histogram,
+        "parameters": g.constant_elements(),
+        "weight_bytes": g.constant_bytes(),
+        "dims": bindings,
+        "dims_defaulted_to_1": defaulted,
+        "flops": cost.as_ref().ok().map(|c| c.flops),
+        "bytes_read": cost.as_ref().ok().map(|c| c.bytes_read),
+        "bytes_written": cost.as_ref().ok().map(|c| c.bytes_written),
+        "cost_error": cost.as_ref().err(),
+        "manifest": manifest,
+    });
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!("{} ({kind}, {:.2} MiB)", a.file.display(), file_size as f64 / 1048576.0);
+    if let Some(b) = &loaded.bundle {
+        let m = serde_json::to_value(b.manifest())?;
+        if let Some(t) = m.get("target") {
+            println!("  target      {}", t.as_str().unwrap_or_default());
+        }
+    }
+    for (label, ids) in [("input", &g.inputs), ("output", &g.outputs)] {
+        for &v in ids.iter() {
+            let info = g.value(v);
+            println!("  {label:<11} {}: {}", info.name, info.ty);
+        }
+    }
+    println!("  nodes       {}", g.nodes.len());
+    println!("  parameters  {} ({:.2} MiB of weights)", g.constant_elements(), g.constant_bytes() as f64 / 1048576.0);
+    match &cost {
+        Ok(c) => {
+            let dims: Vec<String> = bindings.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let note = if dims.is_empty() { String::new() } else { format!(" at {}", dims.join(", ")) };
+            println!("  FLOPs       {:.3} G{note}", c.flops as f64 / 1e9);
+            println!(
+                "  traffic     {:.1} MiB read, {:.1} MiB written (unfused, per run)",
+                c.bytes_read as f64 / 1048576.0,
+                c.bytes_written as f64 / 1048576.0
+            );
+        }
+        Err(e) => println!("  FLOPs       unknown: {e}"),
+    }
+    if !defaulted.is_empty() {
+        println!("  (dimensions {} taken as 1; bind them with --dim NAME=VALUE)", defaulted.join(", "));
+    }
+    println!("  ops:");
+    let mut hist: Vec<_> = histogram.into_iter().collect();
+    hist.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    for (op, n) in hist {
+        println!("    {op:<20} {n}");
+    }
+    if a.graph {
+        print!("{}", kiln_ir::text::print(g));
+    }
+    Ok(())
+}

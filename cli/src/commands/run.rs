@@ -1,0 +1,73 @@
+//! `kiln run`: execute a bundle on inputs from a safetensors file.
+
+use crate::{progress, tensors};
+use anyhow::{Context, Result};
+use kiln_runtime::cpu::{CpuExecutor, ExecOptions};
+use serde_json::json;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Arguments of `kiln run`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The bundle (or a model, compiled on the fly for the CPU).
+    pub bundle: PathBuf,
+    /// Inputs: a safetensors file with one tensor per model input, by name.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Where to write the outputs (safetensors, named after the model's outputs).
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Threads for the CPU executor (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Print a JSON summary on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress display.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// Runs `kiln run`.
+pub fn run(a: Args) -> Result<()> {
+    let quiet = a.quiet || a.json;
+    let inputs = tensors::read(&a.input)?;
+    let loaded = super::load(&a.bundle, quiet)?;
+    let exec = CpuExecutor::new(loaded.graph, ExecOptions { threads: a.threads })
+        .with_context(|| format!("{}: cannot prepare the CPU executor", a.bundle.display()))?;
+    let sp = progress::spinner(quiet, "running");
+    let start = Instant::now();
+    let result = exec
+        .run(&inputs)
+        .with_context(|| format!("{}: run on {}", a.bundle.display(), a.input.display()))?;
+    let seconds = start.elapsed().as_secs_f64();
+    sp.finish_and_clear();
+    tensors::write(&a.output, &result.outputs)?;
+    if a.json {
+        let outs: Vec<_> = result
+            .outputs
+            .iter()
+            .map(|(n, t)| json!({"name": n, "dtype": t.dtype().name(), "dims": t.dims()}))
+            .collect();
+        let out = json!({
+            "output_file": a.output.display().to_string(),
+            "executor": "cpu",
+            "outputs": outs,
+            "seconds": seconds,
+            "peak_bytes": result.peak_bytes,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    for (n, t) in &result.outputs {
+        println!("{n}: {}{:?}", t.dtype(), t.dims());
+    }
+    println!(
+        "ran on cpu in {:.1} ms, peak memory {:.1} MiB; wrote {}",
+        seconds * 1e3,
+        result.peak_bytes as f64 / 1048576.0,
+        a.output.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,277 @@
+//! Constant folding, including the shape-computing subgraphs that exporters
+//! emit for dynamic shapes.
+//!
+//! Two mechanisms work together:
+//! - a node whose operands are all constant is evaluated by the runtime's
+//!   reference executor (`kiln_runtime::cpu::eval_node`), so folding can
+//!   never disagree with execution;
+//! - small integer tensors that describe shapes are tracked element by
+//!   element: each element is a known number, "dimension k of value v", or
+//!   unknown. `Shape`, `Gather`, `Concat`, `Unsqueeze`, `Squeeze`, `Slice`
+//!   and `Cast` propagate them. When every element is known the value becomes
+//!   a constant; when it feeds `Reshape`, elements that copy the reshaped
+//!   input's own dimension become 0 ("copy") and a single remaining unknown
+//!   becomes -1, so `Reshape(x, Concat(Shape(x)[0], Shape(x)[1], 6, 64))`
+//!   folds to a constant target even when batch and sequence are symbolic.
+
+use crate::{Changed, Pass, PassCx, PassError};
+use kiln_ir::{DType, Dim, Graph, Node, Op, Tensor, ValueId};
+use std::collections::HashMap;
+
+/// The most elements a tracked shape tensor may have.
+const MAX_SHAPE_ELEMENTS: usize = 16;
+
+/// A folded result may be at most this many bytes larger than its operands,
+/// so folding never turns a small graph into a large file (a broadcast mask
+/// of 4096 × 4096 stays a node).
+const MAX_GROWTH_BYTES: usize = 64 * 1024;
+
+/// One element of a tracked shape tensor.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Elem {
+    Known(i64),
+    /// Dimension `k` of value `v`.
+    DimOf(ValueId, usize),
+    Unknown,
+}
+
+/// Folds constant subgraphs and shape computations into constants.
+#[derive(Default)]
+pub struct FoldConstants;
+
+impl Pass for FoldConstants {
+    fn name(&self) -> &'static str {
+        "fold-constants"
+    }
+
+    fn run(&mut self, g: &mut Graph, cx: &mut PassCx) -> Result<Changed, PassError> {
+        let mut elems: HashMap<ValueId, (Vec<Elem>, bool)> = HashMap::new();
+        let mut folded = 0i64;
+        let mut reshapes = 0i64;
+        let mut keep = Vec::with_capacity(g.nodes.len());
+        for node in std::mem::take(&mut g.nodes) {
+            if let Some(results) = try_fold(g, &node) {
+                for (&o, t) in node.outputs.iter().zip(results) {
+                    g.constants.insert(o, t);
+                }
+                folded += 1;
+                continue;
+            }
+            track(g, &node, &mut elems);
+            let mut node = node;
+            if let Some(t) = fold_tracked(g, &node, &elems) {
+                g.constants.insert(node.outputs[0], t);
+                folded += 1;
+                continue;
+            }
+            if rewrite_reshape_target(g, &mut node, &elems) {
+                reshapes += 1;
+            }
+            keep.push(node);
+        }
+        g.nodes = keep;
+        cx.count("nodes_folded", folded);
+        cx.count("reshape_targets_folded", reshapes);
+        Ok(Changed::from(folded + reshapes > 0))
+    }
+}
+
+/// Evaluates a node whose operands are all constant.
+fn try_fold(g: &Graph, node: &Node) -> Option<Vec<Tensor>> {
+    let mut operands = Vec::with_capacity(node.inputs.len());
+    let mut in_bytes = 0usize;
+    for i in &node.inputs {
+        match i {
+            None => operands.push(None),
+            Some(v) => {
+                let t = g.constant(*v)?;
+                in_bytes += t.bytes().len();
+                operands.push(Some(t));
+            }
+        }
+    }
+    // Static output sizes let us refuse a blow-up before computing it.
+    let mut out_bytes = 0usize;
+    for &o in &node.outputs {
+        let ty = &g.value(o).ty;
+        if let Some(n) = ty.shape.num_elements() {
+            out_bytes += n as usize * ty.dtype.size_of();
+        }
+    }
+    if out_bytes > in_bytes + MAX_GROWTH_BYTES {
+        return None;
+    }
+    let results = kiln_runtime::cpu::eval_node(&node.op, &operands, node.outputs.len()).ok()?;
+    let total: usize = results.iter().map(|t| t.bytes().len()).sum();
+    if total > in_bytes + MAX_GROWTH_BYTES || results.len() != node.outputs.len() {
+        return None;
+    }
+    // The folded constant must keep the value's declared dtype.
+    for (t, &o) in results.iter().zip(&node.outputs) {
+        if t.dtype() != g.value(o).ty.dtype {
+            return None;
+        }
+    }
+    Some(results)
+}
+
+fn elems_of(g: &Graph, v: ValueId, elems: &HashMap<ValueId, (Vec<Elem>, bool)>) -> Option<(Vec<Elem>, bool)> {
+    if let Some(t) = g.constant(v) {
+        if t.dtype().is_integer() && t.dims().len() <= 1 && t.len() <= MAX_SHAPE_ELEMENTS {
+            return Some((t.to_i64_vec().into_iter().map(Elem::Known).collect(), t.dims().is_empty()));
+        }
+        return None;
+    }
+    elems.get(&v).cloned()
+}
+
+fn const_ints(g: &Graph, v: Option<ValueId>) -> Option<Vec<i64>> {
+    g.constant(v?).map(|t| t.to_i64_vec())
+}
+
+fn norm_index(i: i64, len: usize) -> Option<usize> {
+    let j = if i < 0 { i + len as i64 } else { i };
+    (0..len as i64).contains(&j).then_some(j as usize)
+}
+
+/// Records the element-wise content of the node's result when it is a small shape tensor.
+fn track(g: &Graph, node: &Node, elems: &mut HashMap<ValueId, (Vec<Elem>, bool)>) {
+    let Some(&out) = node.outputs.first() else { return };
+    let input = |k: usize| node.inputs.get(k).copied().flatten();
+    let result: Option<(Vec<Elem>, bool)> = match &node.op {
+        Op::Shape { start, end } => {
+            let Some(x) = input(0) else { return };
+            let dims = &g.value(x).ty.shape.0;
+            let r = dims.len() as i64;
+            let clamp = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
+            let (s, e) = (clamp(*start), clamp(end.unwrap_or(r)));
+            let list = (s..e.max(s))
+                .map(|k| match dims[k] {
+                    Dim::Fixed(n) => Elem::Known(n as i64),
+                    _ => Elem::DimOf(x, k),
+                })
+                .collect();
+            Some((list, false))
+        }
+        Op::Gather { axis: 0 } => (|| {
+            let (data, _) = elems_of(g, input(0)?, elems)?;
+            let idx = g.constant(input(1)?)?;
+            let picked = idx
+                .to_i64_vec()
+                .into_iter()
+                .map(|i| norm_index(i, data.len()).map(|j| data[j]))
+                .collect::<Option<Vec<_>>>()?;
+            Some((picked, idx.dims().is_empty()))
+        })(),
+        Op::Unsqueeze { .. } => elems_of(g, input(0).unwrap_or(out), elems)
+            .filter(|(_, scalar)| *scalar)
+            .map(|(e, _)| (e, false)),
+        Op::Squeeze { .. } => elems_of(g, input(0).unwrap_or(out), elems)
+            .filter(|(e, scalar)| !*scalar && e.len() == 1)
+            .map(|(e, _)| (e, true)),
+        Op::Cast { to, .. } if matches!(to, DType::I64 | DType::I32) => {
+            elems_of(g, input(0).unwrap_or(out), elems)
+        }
+        Op::Concat { .. } => (|| {
+            let mut all = Vec::new();
+            for v in node.present_inputs() {
+                let (e, scalar) = elems_of(g, v, elems)?;
+                if scalar {
+                    return None;
+                }
+                all.extend(e);
+            }
+            Some((all, false))
+        })(),
+        Op::Slice => (|| {
+            let (data, scalar) = elems_of(g, input(0)?, elems)?;
+            if scalar {
+                return None;
+            }
+            let starts = const_ints(g, input(1))?;
+            let ends = const_ints(g, input(2))?;
+            if starts.len() != 1 || ends.len() != 1 {
+                return None;
+            }
+            if let Some(axes) = input(3) {
+                if !matches!(const_ints(g, Some(axes))?.as_slice(), [0] | [-1]) {
+                    return None;
+                }
+            }
+            let step = match input(4) {
+                Some(s) => *const_ints(g, Some(s))?.first()?,
+                None => 1,
+            };
+            if step != 1 {
+                return None;
+            }
+            let n = data.len() as i64;
+            let clamp = |v: i64| (if v < 0 { v + n } else { v }).clamp(0, n) as usize;
+            let (s, e) = (clamp(starts[0]), clamp(ends[0]));
+            Some((data[s..e.max(s)].to_vec(), false))
+        })(),
+        _ => None,
+    };
+    if let Some(r) = result {
+        if r.0.len() <= MAX_SHAPE_ELEMENTS {
+            elems.insert(out, r);
+        }
+    }
+}
+
+/// Turns a tracked shape tensor whose elements are all known into a constant.
+fn fold_tracked(g: &Graph, node: &Node, elems: &HashMap<ValueId, (Vec<Elem>, bool)>) -> Option<Tensor> {
+    let &out = node.outputs.first()?;
+    let (list, scalar) = elems.get(&out)?;
+    let values: Vec<i64> = list
+        .iter()
+        .map(|e| match e {
+            Elem::Known(n) => Some(*n),
+            _ => None,
+        })
+        .collect::<Option<_>>()?;
+    let dims = if *scalar { vec![] } else { vec![values.len()] };
+    match g.value(out).ty.dtype {
+        DType::I64 => Tensor::from_vec(dims, values).ok(),
+        DType::I32 => Tensor::from_vec(dims, values.into_iter().map(|v| v as i32).collect()).ok(),
+        _ => None,
+    }
+}
+
+/// Replaces a computed `Reshape` target with a constant using 0 (copy) and -1.
+fn rewrite_reshape_target(g: &mut Graph, node: &mut Node, elems: &HashMap<ValueId, (Vec<Elem>, bool)>) -> bool {
+    let Op::Reshape { allowzero: false } = node.op else { return false };
+    let (Some(Some(data)), Some(Some(target))) = (node.inputs.first().copied(), node.inputs.get(1).copied()) else {
+        return false;
+    };
+    if g.constant(target).is_some() {
+        return false;
+    }
+    let Some((list, false)) = elems.get(&target).cloned() else { return false };
+    let mut unknown = 0;
+    let values: Vec<i64> = list
+        .iter()
+        .enumerate()
+        .map(|(k, e)| match *e {
+            Elem::Known(n) => n,
+            Elem::DimOf(v, d) if v == data && d == k => 0,
+            _ => {
+                unknown += 1;
+                -1
+            }
+        })
+        .collect();
+    // A known 0 means "copy" in the original too, so it keeps its meaning;
+    // a known -1 plus a new one would be ambiguous.
+    if unknown > 1 || (unknown == 1 && list.iter().any(|e| *e == Elem::Known(-1))) {
+        return false;
+    }
+    let name = format!("{}.kiln-shape", g.value(target).name);
+    let Ok(t) = Tensor::from_vec(vec![values.len()], values) else { return false };
+    if g.find_value(&name).is_some() {
+        return false;
+    }
+    let c = g.add_constant(name, t);
+    node.inputs[1] = Some(c);
+    true
+}
