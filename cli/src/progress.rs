@@ -10,7 +10,10 @@ pub fn spinner(quiet: bool, message: impl Into<String>) -> ProgressBar {
     } else {
         ProgressBar::new_spinner()
     };
-    pb.set_style(ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
     pb.set_message(message.into());
     pb.enable_steady_tick(Duration::from_millis(120));
     pb

@@ -51,7 +51,11 @@ pub fn read(path: &Path) -> Result<BTreeMap<String, Tensor>> {
     let mut out = BTreeMap::new();
     for (name, view) in st.tensors() {
         let Some(dtype) = to_ir(view.dtype()) else {
-            bail!("{}: tensor `{name}` has dtype {:?}, which Kiln does not support", path.display(), view.dtype());
+            bail!(
+                "{}: tensor `{name}` has dtype {:?}, which Kiln does not support",
+                path.display(),
+                view.dtype()
+            );
         };
         let t = Tensor::from_raw(dtype, view.shape().to_vec(), view.data())
             .with_context(|| format!("{}: tensor `{name}`", path.display()))?;
@@ -72,9 +76,15 @@ pub fn write(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
         })
         .collect::<Result<_>>()?;
     let data = safetensors::serialize(views, &None).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("cannot write {}", path.display()))?;
-    std::io::Write::write_all(&mut tmp, &data).with_context(|| format!("cannot write {}", path.display()))?;
-    tmp.persist(path).map_err(|e| anyhow::anyhow!("cannot write {}: {}", path.display(), e.error))?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    std::io::Write::write_all(&mut tmp, &data)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    tmp.persist(path)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {}", path.display(), e.error))?;
     Ok(())
 }

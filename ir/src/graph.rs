@@ -40,7 +40,11 @@ impl Node {
     /// The node's name for messages: its own name, or its op and first output.
     pub fn describe(&self, g: &Graph) -> String {
         if self.name.is_empty() {
-            let out = self.outputs.first().map(|&v| g.value(v).name.as_str()).unwrap_or("");
+            let out = self
+                .outputs
+                .first()
+                .map(|&v| g.value(v).name.as_str())
+                .unwrap_or("");
             format!("{} -> {out}", self.op.name())
         } else {
             format!("{} ({})", self.name, self.op.name())
@@ -220,7 +224,10 @@ impl Graph {
 
     /// Total bytes of constant data.
     pub fn constant_bytes(&self) -> u64 {
-        self.constants.values().map(|t| t.bytes().len() as u64).sum()
+        self.constants
+            .values()
+            .map(|t| t.bytes().len() as u64)
+            .sum()
     }
 
     /// Total number of constant elements (parameters).

@@ -111,7 +111,11 @@ element!(f32 => F32, f64 => F64, f16 => F16, bf16 => BF16, i64 => I64, i32 => I3
 
 impl Tensor {
     /// Wraps bytes as a tensor, checking the length.
-    pub fn from_bytes(dtype: DType, dims: Vec<usize>, bytes: TensorBytes) -> Result<Self, TensorError> {
+    pub fn from_bytes(
+        dtype: DType,
+        dims: Vec<usize>,
+        bytes: TensorBytes,
+    ) -> Result<Self, TensorError> {
         let expected = dims.iter().product::<usize>() * dtype.size_of();
         let actual = bytes.as_slice().len();
         if expected != actual {
@@ -127,7 +131,11 @@ impl Tensor {
 
     /// Copies raw little-endian bytes into a new tensor.
     pub fn from_raw(dtype: DType, dims: Vec<usize>, bytes: &[u8]) -> Result<Self, TensorError> {
-        Self::from_bytes(dtype, dims, TensorBytes::Owned(Arc::new(AlignedBytes::copy_from(bytes))))
+        Self::from_bytes(
+            dtype,
+            dims,
+            TensorBytes::Owned(Arc::new(AlignedBytes::copy_from(bytes))),
+        )
     }
 
     /// Builds a tensor from typed values.
@@ -206,12 +214,27 @@ impl Tensor {
         let b = self.bytes();
         match self.dtype {
             DType::I64 => bytemuck::pod_collect_to_vec(b),
-            DType::I32 => bytemuck::pod_collect_to_vec::<u8, i32>(b).into_iter().map(i64::from).collect(),
-            DType::I16 => bytemuck::pod_collect_to_vec::<u8, i16>(b).into_iter().map(i64::from).collect(),
+            DType::I32 => bytemuck::pod_collect_to_vec::<u8, i32>(b)
+                .into_iter()
+                .map(i64::from)
+                .collect(),
+            DType::I16 => bytemuck::pod_collect_to_vec::<u8, i16>(b)
+                .into_iter()
+                .map(i64::from)
+                .collect(),
             DType::I8 => b.iter().map(|&x| x as i8 as i64).collect(),
-            DType::U64 => bytemuck::pod_collect_to_vec::<u8, u64>(b).into_iter().map(|x| x as i64).collect(),
-            DType::U32 => bytemuck::pod_collect_to_vec::<u8, u32>(b).into_iter().map(i64::from).collect(),
-            DType::U16 => bytemuck::pod_collect_to_vec::<u8, u16>(b).into_iter().map(i64::from).collect(),
+            DType::U64 => bytemuck::pod_collect_to_vec::<u8, u64>(b)
+                .into_iter()
+                .map(|x| x as i64)
+                .collect(),
+            DType::U32 => bytemuck::pod_collect_to_vec::<u8, u32>(b)
+                .into_iter()
+                .map(i64::from)
+                .collect(),
+            DType::U16 => bytemuck::pod_collect_to_vec::<u8, u16>(b)
+                .into_iter()
+                .map(i64::from)
+                .collect(),
             DType::U8 | DType::Bool => b.iter().map(|&x| x as i64).collect(),
             _ => self.to_f64_vec().into_iter().map(|x| x as i64).collect(),
         }
@@ -221,10 +244,19 @@ impl Tensor {
     pub fn to_f64_vec(&self) -> Vec<f64> {
         let b = self.bytes();
         match self.dtype {
-            DType::F32 => bytemuck::pod_collect_to_vec::<u8, f32>(b).into_iter().map(f64::from).collect(),
+            DType::F32 => bytemuck::pod_collect_to_vec::<u8, f32>(b)
+                .into_iter()
+                .map(f64::from)
+                .collect(),
             DType::F64 => bytemuck::pod_collect_to_vec(b),
-            DType::F16 => bytemuck::pod_collect_to_vec::<u8, f16>(b).into_iter().map(f64::from).collect(),
-            DType::BF16 => bytemuck::pod_collect_to_vec::<u8, bf16>(b).into_iter().map(f64::from).collect(),
+            DType::F16 => bytemuck::pod_collect_to_vec::<u8, f16>(b)
+                .into_iter()
+                .map(f64::from)
+                .collect(),
+            DType::BF16 => bytemuck::pod_collect_to_vec::<u8, bf16>(b)
+                .into_iter()
+                .map(f64::from)
+                .collect(),
             _ => self.to_i64_vec().into_iter().map(|x| x as f64).collect(),
         }
     }
@@ -255,6 +287,11 @@ mod tests {
         assert_eq!(t.as_slice::<f32>().unwrap().unwrap(), &[1.0, 2.0, 3.0, 4.0]);
         assert!(t.to_vec::<i64>().is_err());
         assert!(Tensor::from_raw(DType::F32, vec![3], &[0u8; 8]).is_err());
-        assert_eq!(Tensor::from_vec(vec![2], vec![3i32, -1]).unwrap().to_i64_vec(), vec![3, -1]);
+        assert_eq!(
+            Tensor::from_vec(vec![2], vec![3i32, -1])
+                .unwrap()
+                .to_i64_vec(),
+            vec![3, -1]
+        );
     }
 }

@@ -68,8 +68,18 @@ pub fn op_to_string(op: &Op) -> String {
 
 fn inline_values(t: &Tensor) -> String {
     let items: Vec<String> = match t.dtype() {
-        DType::F32 => t.to_vec::<f32>().unwrap_or_default().iter().map(|v| format!("{v:?}")).collect(),
-        DType::F64 => t.to_vec::<f64>().unwrap_or_default().iter().map(|v| format!("{v:?}")).collect(),
+        DType::F32 => t
+            .to_vec::<f32>()
+            .unwrap_or_default()
+            .iter()
+            .map(|v| format!("{v:?}"))
+            .collect(),
+        DType::F64 => t
+            .to_vec::<f64>()
+            .unwrap_or_default()
+            .iter()
+            .map(|v| format!("{v:?}"))
+            .collect(),
         DType::F16 => t
             .to_vec::<f16>()
             .unwrap_or_default()
@@ -82,7 +92,12 @@ fn inline_values(t: &Tensor) -> String {
             .iter()
             .map(|v| format!("{:?}", v.to_f32()))
             .collect(),
-        DType::U64 => t.to_vec::<u64>().unwrap_or_default().iter().map(|v| v.to_string()).collect(),
+        DType::U64 => t
+            .to_vec::<u64>()
+            .unwrap_or_default()
+            .iter()
+            .map(|v| v.to_string())
+            .collect(),
         DType::Bool => t.bytes().iter().map(|&b| (b != 0).to_string()).collect(),
         _ => t.to_i64_vec().iter().map(|v| v.to_string()).collect(),
     };
@@ -123,7 +138,13 @@ pub fn print(g: &Graph) -> String {
                 None => "_".to_string(),
             })
             .collect();
-        let _ = write!(s, "  {} = {}({})", outs.join(", "), op_to_string(&n.op), ins.join(", "));
+        let _ = write!(
+            s,
+            "  {} = {}({})",
+            outs.join(", "),
+            op_to_string(&n.op),
+            ins.join(", ")
+        );
         if !n.name.is_empty() {
             let _ = write!(s, " @{}", quote(&n.name));
         }
@@ -187,10 +208,15 @@ impl<'a> Cursor<'a> {
         self.skip_ws();
         let r = self.rest();
         let n = r
-            .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '/' | '-' | '+' | '?')))
+            .find(|c: char| {
+                !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '/' | '-' | '+' | '?'))
+            })
             .unwrap_or(r.len());
         if n == 0 {
-            return self.err(format!("expected a word, found `{}`", r.chars().take(24).collect::<String>()));
+            return self.err(format!(
+                "expected a word, found `{}`",
+                r.chars().take(24).collect::<String>()
+            ));
         }
         self.pos += n;
         Ok(&r[..n])
@@ -232,7 +258,9 @@ impl<'a> Cursor<'a> {
     }
     fn value_type(&mut self) -> Result<ValueType, ParseError> {
         let w = self.word()?;
-        let dtype: DType = w.parse().or_else(|e: crate::dtype::UnknownDType| self.err(e.to_string()))?;
+        let dtype: DType = w
+            .parse()
+            .or_else(|e: crate::dtype::UnknownDType| self.err(e.to_string()))?;
         self.expect("[")?;
         let mut dims = Vec::new();
         if !self.eat("]") {
@@ -303,17 +331,30 @@ fn parse_inline(dtype: DType, dims: Vec<usize>, text: &str) -> Result<Tensor, St
         .strip_prefix('[')
         .and_then(|t| t.strip_suffix(']'))
         .ok_or("inline constant must be `[v, ...]`")?;
-    let items: Vec<&str> = inner.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    let items: Vec<&str> = inner
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
     let e = |x: &str| format!("bad {dtype} literal `{x}`");
     let floats = || -> Result<Vec<f64>, String> {
-        items.iter().map(|x| x.parse::<f64>().map_err(|_| e(x))).collect()
+        items
+            .iter()
+            .map(|x| x.parse::<f64>().map_err(|_| e(x)))
+            .collect()
     };
     let ints = || -> Result<Vec<i64>, String> {
-        items.iter().map(|x| x.parse::<i64>().map_err(|_| e(x))).collect()
+        items
+            .iter()
+            .map(|x| x.parse::<i64>().map_err(|_| e(x)))
+            .collect()
     };
     let t = match dtype {
         DType::F32 => {
-            let v: Result<Vec<f32>, String> = items.iter().map(|x| x.parse::<f32>().map_err(|_| e(x))).collect();
+            let v: Result<Vec<f32>, String> = items
+                .iter()
+                .map(|x| x.parse::<f32>().map_err(|_| e(x)))
+                .collect();
             Tensor::from_vec(dims, v?)
         }
         DType::F64 => Tensor::from_vec(dims, floats()?),
@@ -324,14 +365,20 @@ fn parse_inline(dtype: DType, dims: Vec<usize>, text: &str) -> Result<Tensor, St
         DType::I16 => Tensor::from_vec(dims, ints()?.into_iter().map(|v| v as i16).collect()),
         DType::I8 => Tensor::from_vec(dims, ints()?.into_iter().map(|v| v as i8).collect()),
         DType::U64 => {
-            let v: Result<Vec<u64>, String> = items.iter().map(|x| x.parse::<u64>().map_err(|_| e(x))).collect();
+            let v: Result<Vec<u64>, String> = items
+                .iter()
+                .map(|x| x.parse::<u64>().map_err(|_| e(x)))
+                .collect();
             Tensor::from_vec(dims, v?)
         }
         DType::U32 => Tensor::from_vec(dims, ints()?.into_iter().map(|v| v as u32).collect()),
         DType::U16 => Tensor::from_vec(dims, ints()?.into_iter().map(|v| v as u16).collect()),
         DType::U8 => Tensor::from_vec(dims, ints()?.into_iter().map(|v| v as u8).collect()),
         DType::Bool => {
-            let v: Result<Vec<bool>, String> = items.iter().map(|x| x.parse::<bool>().map_err(|_| e(x))).collect();
+            let v: Result<Vec<bool>, String> = items
+                .iter()
+                .map(|x| x.parse::<bool>().map_err(|_| e(x)))
+                .collect();
             Tensor::from_bools(dims, &v?)
         }
     };
@@ -368,7 +415,11 @@ pub fn parse(text: &str, weights: &BTreeMap<String, Tensor>) -> Result<Graph, Pa
             closed = true;
             continue;
         }
-        let define = |c: &Cursor, g: &mut Graph, by_name: &mut HashMap<String, ValueId>, name: String, ty| {
+        let define = |c: &Cursor,
+                      g: &mut Graph,
+                      by_name: &mut HashMap<String, ValueId>,
+                      name: String,
+                      ty| {
             if by_name.contains_key(&name) {
                 return c.err(format!("value %{name} is defined twice"));
             }
@@ -440,7 +491,8 @@ pub fn parse(text: &str, weights: &BTreeMap<String, Tensor>) -> Result<Graph, Pa
                 c.expect(",")?;
             }
             let op_text = c.op_text()?;
-            let op: Op = ron::from_str(op_text).or_else(|e| c.err(format!("bad op `{op_text}`: {e}")))?;
+            let op: Op =
+                ron::from_str(op_text).or_else(|e| c.err(format!("bad op `{op_text}`: {e}")))?;
             c.expect("(")?;
             let mut inputs = Vec::new();
             if !c.eat(")") {
@@ -457,7 +509,11 @@ pub fn parse(text: &str, weights: &BTreeMap<String, Tensor>) -> Result<Graph, Pa
                     c.expect(",")?;
                 }
             }
-            let name = if c.eat("@") { c.string()? } else { String::new() };
+            let name = if c.eat("@") {
+                c.string()?
+            } else {
+                String::new()
+            };
             c.skip_ws();
             if !c.rest().is_empty() {
                 return c.err(format!("unexpected `{}` after the node", c.rest()));

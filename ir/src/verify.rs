@@ -93,7 +93,10 @@ pub fn verify(g: &Graph) -> Result<(), VerifyError> {
     for &o in &g.outputs {
         if o.index() >= n || !defined[o.index()] {
             return Err(VerifyError::UndefinedOutput(
-                g.values().get(o.index()).map(|v| v.name.clone()).unwrap_or_default(),
+                g.values()
+                    .get(o.index())
+                    .map(|v| v.name.clone())
+                    .unwrap_or_default(),
             ));
         }
     }

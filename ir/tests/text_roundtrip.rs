@@ -5,23 +5,56 @@ use kiln_ir::*;
 
 fn sample() -> Graph {
     let mut g = Graph::new("tiny");
-    let x = g.add_value("x", ValueType::new(DType::F32, Shape(vec![Dim::Sym("batch".into()), Dim::Fixed(32)])));
+    let x = g.add_value(
+        "x",
+        ValueType::new(
+            DType::F32,
+            Shape(vec![Dim::Sym("batch".into()), Dim::Fixed(32)]),
+        ),
+    );
     g.inputs.push(x);
-    let w = g.add_constant("w", Tensor::from_vec(vec![32, 32], (0..1024).map(|i| i as f32 * 0.5).collect()).unwrap());
+    let w = g.add_constant(
+        "w",
+        Tensor::from_vec(vec![32, 32], (0..1024).map(|i| i as f32 * 0.5).collect()).unwrap(),
+    );
     let axes = g.add_constant("axes", Tensor::from_vec(vec![1], vec![-1i64]).unwrap());
-    let y = g.add_value("/layer 0/y", ValueType::new(DType::F32, Shape(vec![Dim::Sym("batch".into()), Dim::Fixed(32)])));
-    g.add_node(Node { name: "mm".into(), op: Op::MatMul, inputs: vec![Some(x), Some(w)], outputs: vec![y] });
-    let z = g.add_value("z", ValueType::new(DType::F32, Shape(vec![Dim::Sym("batch".into()), Dim::Fixed(1)])));
+    let y = g.add_value(
+        "/layer 0/y",
+        ValueType::new(
+            DType::F32,
+            Shape(vec![Dim::Sym("batch".into()), Dim::Fixed(32)]),
+        ),
+    );
+    g.add_node(Node {
+        name: "mm".into(),
+        op: Op::MatMul,
+        inputs: vec![Some(x), Some(w)],
+        outputs: vec![y],
+    });
+    let z = g.add_value(
+        "z",
+        ValueType::new(
+            DType::F32,
+            Shape(vec![Dim::Sym("batch".into()), Dim::Fixed(1)]),
+        ),
+    );
     g.add_node(Node {
         name: String::new(),
-        op: Op::Reduce { kind: ReduceKind::Mean, axes: None, keepdims: true, noop_with_empty_axes: false },
+        op: Op::Reduce {
+            kind: ReduceKind::Mean,
+            axes: None,
+            keepdims: true,
+            noop_with_empty_axes: false,
+        },
         inputs: vec![Some(y), Some(axes)],
         outputs: vec![z],
     });
     let e = g.add_value("e", ValueType::new(DType::F32, Shape(vec![Dim::Unknown])));
     g.add_node(Node {
         name: "einsum".into(),
-        op: Op::Einsum { equation: "b(i),ij->\"bj".into() },
+        op: Op::Einsum {
+            equation: "b(i),ij->\"bj".into(),
+        },
         inputs: vec![Some(z), None],
         outputs: vec![e],
     });
@@ -43,7 +76,10 @@ fn print_parse_print_is_stable() {
     for (id, t) in &g.constants {
         assert!(back.constants[id].same_as(t));
     }
-    assert!(text.contains("%\"/layer 0/y\": f32[batch,32] = MatMul(%x, %w) @\"mm\""), "{text}");
+    assert!(
+        text.contains("%\"/layer 0/y\": f32[batch,32] = MatMul(%x, %w) @\"mm\""),
+        "{text}"
+    );
     assert!(text.contains("const %axes: i64[1] = [-1]"), "{text}");
 }
 
@@ -54,5 +90,8 @@ fn parse_errors_name_the_line() {
     assert_eq!(e.line, 3);
     assert!(e.message.contains("%nope"), "{e}");
     let missing = "graph \"g\" {\n  const %w: f32[20] = weight\n}\n";
-    assert!(parse(missing, &Default::default()).unwrap_err().message.contains("no weight data"));
+    assert!(parse(missing, &Default::default())
+        .unwrap_err()
+        .message
+        .contains("no weight data"));
 }

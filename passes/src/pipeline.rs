@@ -9,12 +9,33 @@ use crate::{Pass, PassError};
 /// subgraphs folded, dead code gone); `cpu` is what `kiln optimize --target
 /// cpu` runs.
 pub const PIPELINES: &[(&str, &[&str])] = &[
-    ("import", &["fold-constants", "eliminate-identity", "dead-code", "infer-shapes"]),
-    ("cpu", &["fold-constants", "eliminate-identity", "dead-code", "infer-shapes"]),
+    (
+        "import",
+        &[
+            "fold-constants",
+            "eliminate-identity",
+            "dead-code",
+            "infer-shapes",
+        ],
+    ),
+    (
+        "cpu",
+        &[
+            "fold-constants",
+            "eliminate-identity",
+            "dead-code",
+            "infer-shapes",
+        ],
+    ),
 ];
 
 /// Every pass that pipelines may name.
-pub const PASSES: &[&str] = &["fold-constants", "eliminate-identity", "dead-code", "infer-shapes"];
+pub const PASSES: &[&str] = &[
+    "fold-constants",
+    "eliminate-identity",
+    "dead-code",
+    "infer-shapes",
+];
 
 /// Builds one pass by name.
 pub fn pass_by_name(name: &str) -> Result<Box<dyn Pass>, PassError> {
@@ -35,14 +56,19 @@ pub fn pass_by_name(name: &str) -> Result<Box<dyn Pass>, PassError> {
 
 /// Builds the passes of a named pipeline.
 pub fn pipeline(name: &str) -> Result<Vec<Box<dyn Pass>>, PassError> {
-    let (_, passes) = PIPELINES
-        .iter()
-        .find(|(n, _)| *n == name)
-        .ok_or_else(|| PassError::Unknown {
-            kind: "pipeline",
-            name: name.to_string(),
-            known: PIPELINES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "),
-        })?;
+    let (_, passes) =
+        PIPELINES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .ok_or_else(|| PassError::Unknown {
+                kind: "pipeline",
+                name: name.to_string(),
+                known: PIPELINES
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
     passes.iter().map(|p| pass_by_name(p)).collect()
 }
 

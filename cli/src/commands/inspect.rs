@@ -31,7 +31,10 @@ fn parse_dims(specs: &[String]) -> Result<BTreeMap<String, u64>> {
         let Some((k, v)) = s.split_once('=') else {
             bail!("--dim `{s}`: expected NAME=VALUE");
         };
-        let n: u64 = v.trim().parse().map_err(|_| anyhow::anyhow!("--dim `{s}`: `{v}` is not a whole number"))?;
+        let n: u64 = v
+            .trim()
+            .parse()
+            .map_err(|_| anyhow::anyhow!("--dim `{s}`: `{v}` is not a whole number"))?;
         m.insert(k.trim().to_string(), n);
     }
     Ok(m)
@@ -65,7 +68,11 @@ pub fn run(a: Args) -> Result<()> {
     let cost = kiln_ir::cost::graph_cost(g, &bindings);
     let file_size = std::fs::metadata(&a.file).map(|m| m.len()).unwrap_or(0);
     let histogram = g.op_histogram();
-    let kind = if loaded.bundle.is_some() { "bundle" } else { "model" };
+    let kind = if loaded.bundle.is_some() {
+        "bundle"
+    } else {
+        "model"
+    };
     let manifest = loaded
         .bundle
         .as_ref()
@@ -94,7 +101,11 @@ pub fn run(a: Args) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
-    println!("{} ({kind}, {:.2} MiB)", a.file.display(), file_size as f64 / 1048576.0);
+    println!(
+        "{} ({kind}, {:.2} MiB)",
+        a.file.display(),
+        file_size as f64 / 1048576.0
+    );
     if let Some(b) = &loaded.bundle {
         let m = serde_json::to_value(b.manifest())?;
         if let Some(t) = m.get("target") {
@@ -108,11 +119,19 @@ pub fn run(a: Args) -> Result<()> {
         }
     }
     println!("  nodes       {}", g.nodes.len());
-    println!("  parameters  {} ({:.2} MiB of weights)", g.constant_elements(), g.constant_bytes() as f64 / 1048576.0);
+    println!(
+        "  parameters  {} ({:.2} MiB of weights)",
+        g.constant_elements(),
+        g.constant_bytes() as f64 / 1048576.0
+    );
     match &cost {
         Ok(c) => {
             let dims: Vec<String> = bindings.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            let note = if dims.is_empty() { String::new() } else { format!(" at {}", dims.join(", ")) };
+            let note = if dims.is_empty() {
+                String::new()
+            } else {
+                format!(" at {}", dims.join(", "))
+            };
             println!("  FLOPs       {:.3} G{note}", c.flops as f64 / 1e9);
             println!(
                 "  traffic     {:.1} MiB read, {:.1} MiB written (unfused, per run)",
@@ -123,7 +142,10 @@ pub fn run(a: Args) -> Result<()> {
         Err(e) => println!("  FLOPs       unknown: {e}"),
     }
     if !defaulted.is_empty() {
-        println!("  (dimensions {} taken as 1; bind them with --dim NAME=VALUE)", defaulted.join(", "));
+        println!(
+            "  (dimensions {} taken as 1; bind them with --dim NAME=VALUE)",
+            defaulted.join(", ")
+        );
     }
     println!("  ops:");
     let mut hist: Vec<_> = histogram.into_iter().collect();

@@ -32,7 +32,10 @@ pub fn load(path: &Path, quiet: bool) -> Result<Loaded> {
         });
     }
     let graph = import(path, quiet)?;
-    Ok(Loaded { graph, bundle: None })
+    Ok(Loaded {
+        graph,
+        bundle: None,
+    })
 }
 
 /// Imports a model file and runs the `import` cleanup pipeline on it.

@@ -1,15 +1,13 @@
 //! `kiln optimize`: model in, bundle out.
 
 use crate::progress;
-use anyhow::{bail, Context, Result};
-use kiln_passes::{PassManager, RunOptions};
+use anyhow::{Context, Result};
+use kiln_passes::RunOptions;
+use kiln_targets::bundle::BundleInfo;
+use kiln_targets::compile::{self, Target};
 use serde_json::json;
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
-
-/// Targets this build can compile for.
-const TARGETS: &[&str] = &["cpu"];
 
 /// Arguments of `kiln optimize`.
 #[derive(clap::Args)]
@@ -41,62 +39,43 @@ pub struct Args {
 
 /// Runs `kiln optimize`.
 pub fn run(a: Args) -> Result<()> {
-    if !TARGETS.contains(&a.target.as_str()) {
-        bail!("unknown target `{}` (this build supports: {})", a.target, TARGETS.join(", "));
-    }
+    let target = Target::by_name(&a.target)?;
     let quiet = a.quiet || a.json;
     let start = Instant::now();
-    let source_sha256 = kiln_targets::bundle::sha256_file(&a.model)
+    let info_source = BundleInfo::for_source(target.name, &a.model)
         .with_context(|| format!("cannot read {}", a.model.display()))?;
     let sp = progress::spinner(quiet, format!("importing {}", a.model.display()));
-    let mut graph = kiln_frontends::load_model(&a.model)?;
+    let graph = kiln_frontends::load_model(&a.model)?;
     sp.finish_and_clear();
-    let nodes_before = graph.nodes.len();
 
-    let pipeline_name = a.target.as_str();
-    let mut pm = PassManager::new(kiln_passes::pipeline(pipeline_name)?);
-    let pb = progress::bar(quiet, pm.pass_names().len() as u64, "passes");
+    let pb = progress::bar(quiet, compile::pipeline_len(target) as u64, "passes");
     let options = RunOptions {
         dump_after: a.dump_after.clone(),
         stop_after: a.stop_after.clone(),
         always_verify: false,
     };
-    let records = pm
-        .run(
-            &mut graph,
-            &options,
-            |i, name| {
-                pb.set_position(i as u64);
-                pb.set_message(name);
-            },
-            |pass, text| eprintln!("// ---- after {pass} ----\n{text}"),
-        )
-        .with_context(|| format!("{}: optimizing for {}", a.model.display(), a.target))?;
+    let compiled = compile::compile(
+        graph,
+        target,
+        &options,
+        |i, name| {
+            pb.set_position(i as u64);
+            pb.set_message(name);
+        },
+        |pass, text| eprintln!("// ---- after {pass} ----\n{text}"),
+    )
+    .with_context(|| format!("{}: optimizing for {}", a.model.display(), a.target))?;
     pb.finish_and_clear();
 
-    // Times stay out of the bundle: the same input must give the same bytes.
-    let passes_json: Vec<_> = records
-        .iter()
-        .map(|r| json!({"pass": r.pass, "changed": r.changed, "nodes_after": r.nodes_after, "stats": r.stats}))
-        .collect();
-    let mut bundle_options = BTreeMap::new();
-    bundle_options.insert("pipeline".to_string(), json!(pipeline_name));
-    bundle_options.insert("passes".to_string(), json!(passes_json));
-    bundle_options.insert("nodes_before".to_string(), json!(nodes_before));
-    let source_name = a
-        .model
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let info = kiln_targets::bundle::BundleInfo {
-        target: a.target.clone(),
-        source_name,
-        source_sha256,
-        options: bundle_options,
+    let info = BundleInfo {
+        options: compiled.manifest_options(target),
+        ..info_source
     };
     let sp = progress::spinner(quiet, format!("writing {}", a.output.display()));
-    let report = kiln_targets::bundle::write_bundle(&a.output, &graph, &info)?;
+    let report = kiln_targets::bundle::write_bundle(&a.output, &compiled.graph, &info)?;
     sp.finish_and_clear();
+    let (records, graph, nodes_before) =
+        (&compiled.records, &compiled.graph, compiled.nodes_before);
 
     if a.json {
         let passes: Vec<_> = records
@@ -122,7 +101,7 @@ pub fn run(a: Args) -> Result<()> {
     }
     if a.stats {
         println!("{:<22} {:>8} {:>10}  stats", "pass", "nodes", "ms");
-        for r in &records {
+        for r in records {
             let stats: Vec<String> = r.stats.iter().map(|(k, v)| format!("{k}={v}")).collect();
             println!(
                 "{:<22} {:>8} {:>10.2}  {}",

@@ -3,8 +3,9 @@
 //! Import runs in two phases. The first walks the (topologically sorted)
 //! nodes and appends IR nodes, normalising opset differences; node results
 //! carry the type the model declares for them, or a placeholder. The second
-//! runs `kiln_ir::infer` over the whole graph, so every type in the result
-//! comes from the IR's single source of truth, then verifies the graph.
+//! runs `kiln_ir::infer` over the graph (best effort: shapes that depend on
+//! run-time values are completed by the `import` pass pipeline, which folds
+//! shape computations), then verifies the graph.
 
 mod attrs;
 mod builder;
@@ -20,7 +21,7 @@ pub use tensor::{dtype_to_onnx, load_tensor_file, tensor_from_proto};
 use crate::error::{ImportError, NodeRef};
 use attrs::Attrs;
 use builder::{Builder, FixupKind};
-use kiln_ir::infer::{infer_graph, infer_node, GraphInferError};
+use kiln_ir::infer::{infer_node_with_outputs, GraphInferError};
 use kiln_ir::{Dim, Graph, Op, Shape, Tensor, ValueType};
 use ops::NodeCtx;
 use prost::Message;
@@ -88,37 +89,41 @@ fn verified(g: Graph, file: &str) -> Result<Graph, ImportError> {
 
 /// Runs shape inference, resolving the pending fix-ups (CastLike targets,
 /// legacy constants typed like another value) as inference reaches them.
+///
+/// Inference here is best effort: a node whose result shape depends on a
+/// value computed at run time (a shape built from `Shape` → ... → `Range`)
+/// keeps its declared (or placeholder) type. The `import` pipeline's
+/// constant folding infers and folds node by node and completes those types;
+/// its final strict inference reports what is still wrong, naming the node.
 fn run_inference(b: &mut Builder) -> Result<(), GraphInferError> {
-    if let Some(last) = b.fixups.iter().map(|f| f.node).max() {
-        let fixups = std::mem::take(&mut b.fixups);
-        for i in 0..=last {
-            for f in fixups.iter().filter(|f| f.node == i) {
-                match f.kind {
-                    FixupKind::CastTo { like } => {
-                        let dtype = b.g.value(like).ty.dtype;
-                        if let Op::Cast { to, .. } = &mut b.g.nodes[i].op {
-                            *to = dtype;
-                        }
-                    }
-                    FixupKind::ConstLike { constant, like } => {
-                        let dtype = b.g.value(like).ty.dtype;
-                        let node = b.g.nodes[i].describe(&b.g);
-                        b.retype_constant(constant, dtype)
-                            .map_err(|e| GraphInferError {
-                                node,
-                                source: kiln_ir::infer::InferError {
-                                    op: "Constant".into(),
-                                    message: e.to_string(),
-                                },
-                            })?;
+    let fixups = std::mem::take(&mut b.fixups);
+    for i in 0..b.g.nodes.len() {
+        for f in fixups.iter().filter(|f| f.node == i) {
+            match f.kind {
+                FixupKind::CastTo { like } => {
+                    let dtype = b.g.value(like).ty.dtype;
+                    if let Op::Cast { to, .. } = &mut b.g.nodes[i].op {
+                        *to = dtype;
                     }
                 }
+                FixupKind::ConstLike { constant, like } => {
+                    let dtype = b.g.value(like).ty.dtype;
+                    let node = b.g.nodes[i].describe(&b.g);
+                    b.retype_constant(constant, dtype)
+                        .map_err(|e| GraphInferError {
+                            node,
+                            source: kiln_ir::infer::InferError {
+                                op: "Constant".into(),
+                                message: e.to_string(),
+                            },
+                        })?;
+                }
             }
-            infer_one(&mut b.g, i)?;
         }
+        // A failure here is settled later by folding (see above).
+        let _ = infer_one(&mut b.g, i);
     }
-    // Re-infer everything: the single authoritative pass.
-    infer_graph(&mut b.g)
+    Ok(())
 }
 
 /// Infers the result types of node `i` (the body of `infer_graph`).
@@ -135,7 +140,7 @@ fn infer_one(g: &mut Graph, i: usize) -> Result<(), GraphInferError> {
         .iter()
         .map(|v| v.and_then(|v| g.constant(v)))
         .collect();
-    let out = infer_node(&node.op, &refs, &consts).map_err(|source| GraphInferError {
+    let out = infer_node_with_outputs(&node.op, &refs, &consts, node.outputs.len()).map_err(|source| GraphInferError {
         node: node.describe(g),
         source,
     })?;

@@ -40,6 +40,8 @@ impl Pass for DeadCode {
         cx.count("constants_removed", removed_consts as i64);
         let values_before = g.num_values();
         g.compact();
-        Ok(Changed::from(removed_nodes + removed_consts > 0 || g.num_values() != values_before))
+        Ok(Changed::from(
+            removed_nodes + removed_consts > 0 || g.num_values() != values_before,
+        ))
     }
 }

@@ -6,16 +6,17 @@
 //!   reference executor (`kiln_runtime::cpu::eval_node`), so folding can
 //!   never disagree with execution;
 //! - small integer tensors that describe shapes are tracked element by
-//!   element: each element is a known number, "dimension k of value v", or
-//!   unknown. `Shape`, `Gather`, `Concat`, `Unsqueeze`, `Squeeze`, `Slice`
+//!   element: each element is a known number or "dimension k of value v"
+//!   (a run-time size). `Shape`, `Gather`, `Concat`, `Unsqueeze`, `Squeeze`, `Slice`
 //!   and `Cast` propagate them. When every element is known the value becomes
 //!   a constant; when it feeds `Reshape`, elements that copy the reshaped
-//!   input's own dimension become 0 ("copy") and a single remaining unknown
+//!   input's own dimension become 0 ("copy") and a single remaining run-time size
 //!   becomes -1, so `Reshape(x, Concat(Shape(x)[0], Shape(x)[1], 6, 64))`
 //!   folds to a constant target even when batch and sequence are symbolic.
 
 use crate::{Changed, Pass, PassCx, PassError};
-use kiln_ir::{DType, Dim, Graph, Node, Op, Tensor, ValueId};
+use kiln_ir::infer::{infer_node_with_outputs, GraphInferError};
+use kiln_ir::{DType, Dim, Graph, Node, Op, Shape, Tensor, ValueId, ValueType};
 use std::collections::HashMap;
 
 /// The most elements a tracked shape tensor may have.
@@ -30,9 +31,8 @@ const MAX_GROWTH_BYTES: usize = 64 * 1024;
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Elem {
     Known(i64),
-    /// Dimension `k` of value `v`.
+    /// Dimension `k` of value `v`, not known at compile time.
     DimOf(ValueId, usize),
-    Unknown,
 }
 
 /// Folds constant subgraphs and shape computations into constants.
@@ -50,8 +50,14 @@ impl Pass for FoldConstants {
         let mut reshapes = 0i64;
         let mut keep = Vec::with_capacity(g.nodes.len());
         for node in std::mem::take(&mut g.nodes) {
-            if let Some(results) = try_fold(g, &node) {
+            // Inference runs node by node here, interleaved with folding, so
+            // a shape that only a folded value determines is known before
+            // the nodes that depend on it are inferred.
+            let inferred = infer(g, &node);
+            if let Some(results) = try_fold(g, &node, inferred.is_ok()) {
                 for (&o, t) in node.outputs.iter().zip(results) {
+                    let dims = t.dims().iter().map(|&d| d as u64).collect::<Vec<_>>();
+                    g.value_mut(o).ty = ValueType::new(t.dtype(), Shape::fixed(&dims));
                     g.constants.insert(o, t);
                 }
                 folded += 1;
@@ -64,6 +70,10 @@ impl Pass for FoldConstants {
                 folded += 1;
                 continue;
             }
+            inferred.map_err(|source| PassError::Infer {
+                pass: self.name().to_string(),
+                source,
+            })?;
             if rewrite_reshape_target(g, &mut node, &elems) {
                 reshapes += 1;
             }
@@ -76,8 +86,25 @@ impl Pass for FoldConstants {
     }
 }
 
+/// Infers the node's result types from the current operand types and constants.
+fn infer(g: &mut Graph, node: &Node) -> Result<(), GraphInferError> {
+    let tys: Vec<Option<ValueType>> = node.inputs.iter().map(|v| v.map(|v| g.value(v).ty.clone())).collect();
+    let refs: Vec<Option<&ValueType>> = tys.iter().map(|t| t.as_ref()).collect();
+    let consts: Vec<Option<&Tensor>> = node.inputs.iter().map(|v| v.and_then(|v| g.constant(v))).collect();
+    let out = infer_node_with_outputs(&node.op, &refs, &consts, node.outputs.len()).map_err(|source| {
+        GraphInferError {
+            node: node.describe(g),
+            source,
+        }
+    })?;
+    for (&o, ty) in node.outputs.iter().zip(out) {
+        g.value_mut(o).ty = ty;
+    }
+    Ok(())
+}
+
 /// Evaluates a node whose operands are all constant.
-fn try_fold(g: &Graph, node: &Node) -> Option<Vec<Tensor>> {
+fn try_fold(g: &Graph, node: &Node, types_known: bool) -> Option<Vec<Tensor>> {
     let mut operands = Vec::with_capacity(node.inputs.len());
     let mut in_bytes = 0usize;
     for i in &node.inputs {
@@ -98,7 +125,7 @@ fn try_fold(g: &Graph, node: &Node) -> Option<Vec<Tensor>> {
             out_bytes += n as usize * ty.dtype.size_of();
         }
     }
-    if out_bytes > in_bytes + MAX_GROWTH_BYTES {
+    if types_known && out_bytes > in_bytes + MAX_GROWTH_BYTES {
         return None;
     }
     let results = kiln_runtime::cpu::eval_node(&node.op, &operands, node.outputs.len()).ok()?;
@@ -106,19 +133,26 @@ fn try_fold(g: &Graph, node: &Node) -> Option<Vec<Tensor>> {
     if total > in_bytes + MAX_GROWTH_BYTES || results.len() != node.outputs.len() {
         return None;
     }
-    // The folded constant must keep the value's declared dtype.
+    // The folded constant must have the dtype inference promised.
     for (t, &o) in results.iter().zip(&node.outputs) {
-        if t.dtype() != g.value(o).ty.dtype {
+        if types_known && t.dtype() != g.value(o).ty.dtype {
             return None;
         }
     }
     Some(results)
 }
 
-fn elems_of(g: &Graph, v: ValueId, elems: &HashMap<ValueId, (Vec<Elem>, bool)>) -> Option<(Vec<Elem>, bool)> {
+fn elems_of(
+    g: &Graph,
+    v: ValueId,
+    elems: &HashMap<ValueId, (Vec<Elem>, bool)>,
+) -> Option<(Vec<Elem>, bool)> {
     if let Some(t) = g.constant(v) {
         if t.dtype().is_integer() && t.dims().len() <= 1 && t.len() <= MAX_SHAPE_ELEMENTS {
-            return Some((t.to_i64_vec().into_iter().map(Elem::Known).collect(), t.dims().is_empty()));
+            return Some((
+                t.to_i64_vec().into_iter().map(Elem::Known).collect(),
+                t.dims().is_empty(),
+            ));
         }
         return None;
     }
@@ -136,7 +170,9 @@ fn norm_index(i: i64, len: usize) -> Option<usize> {
 
 /// Records the element-wise content of the node's result when it is a small shape tensor.
 fn track(g: &Graph, node: &Node, elems: &mut HashMap<ValueId, (Vec<Elem>, bool)>) {
-    let Some(&out) = node.outputs.first() else { return };
+    let Some(&out) = node.outputs.first() else {
+        return;
+    };
     let input = |k: usize| node.inputs.get(k).copied().flatten();
     let result: Option<(Vec<Elem>, bool)> = match &node.op {
         Op::Shape { start, end } => {
@@ -220,7 +256,11 @@ fn track(g: &Graph, node: &Node, elems: &mut HashMap<ValueId, (Vec<Elem>, bool)>
 }
 
 /// Turns a tracked shape tensor whose elements are all known into a constant.
-fn fold_tracked(g: &Graph, node: &Node, elems: &HashMap<ValueId, (Vec<Elem>, bool)>) -> Option<Tensor> {
+fn fold_tracked(
+    g: &Graph,
+    node: &Node,
+    elems: &HashMap<ValueId, (Vec<Elem>, bool)>,
+) -> Option<Tensor> {
     let &out = node.outputs.first()?;
     let (list, scalar) = elems.get(&out)?;
     let values: Vec<i64> = list
@@ -239,15 +279,25 @@ fn fold_tracked(g: &Graph, node: &Node, elems: &HashMap<ValueId, (Vec<Elem>, boo
 }
 
 /// Replaces a computed `Reshape` target with a constant using 0 (copy) and -1.
-fn rewrite_reshape_target(g: &mut Graph, node: &mut Node, elems: &HashMap<ValueId, (Vec<Elem>, bool)>) -> bool {
-    let Op::Reshape { allowzero: false } = node.op else { return false };
-    let (Some(Some(data)), Some(Some(target))) = (node.inputs.first().copied(), node.inputs.get(1).copied()) else {
+fn rewrite_reshape_target(
+    g: &mut Graph,
+    node: &mut Node,
+    elems: &HashMap<ValueId, (Vec<Elem>, bool)>,
+) -> bool {
+    let Op::Reshape { allowzero: false } = node.op else {
+        return false;
+    };
+    let (Some(Some(data)), Some(Some(target))) =
+        (node.inputs.first().copied(), node.inputs.get(1).copied())
+    else {
         return false;
     };
     if g.constant(target).is_some() {
         return false;
     }
-    let Some((list, false)) = elems.get(&target).cloned() else { return false };
+    let Some((list, false)) = elems.get(&target).cloned() else {
+        return false;
+    };
     let mut unknown = 0;
     let values: Vec<i64> = list
         .iter()
@@ -267,7 +317,9 @@ fn rewrite_reshape_target(g: &mut Graph, node: &mut Node, elems: &HashMap<ValueI
         return false;
     }
     let name = format!("{}.kiln-shape", g.value(target).name);
-    let Ok(t) = Tensor::from_vec(vec![values.len()], values) else { return false };
+    let Ok(t) = Tensor::from_vec(vec![values.len()], values) else {
+        return false;
+    };
     if g.find_value(&name).is_some() {
         return false;
     }

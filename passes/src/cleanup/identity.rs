@@ -24,7 +24,8 @@ impl Pass for EliminateIdentity {
                 Op::Dropout => n.outputs.len() == 1 || g.use_counts()[n.outputs[1].index()] == 0,
                 _ => false,
             };
-            let (Some(Some(src)), Some(&dst)) = (n.inputs.first().copied(), n.outputs.first()) else {
+            let (Some(Some(src)), Some(&dst)) = (n.inputs.first().copied(), n.outputs.first())
+            else {
                 i += 1;
                 continue;
             };

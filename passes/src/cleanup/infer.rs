@@ -17,6 +17,8 @@ impl Pass for InferShapes {
             pass: self.name().to_string(),
             source,
         })?;
-        Ok(Changed::from(g.values().iter().zip(&before).any(|(v, b)| &v.ty != b)))
+        Ok(Changed::from(
+            g.values().iter().zip(&before).any(|(v, b)| &v.ty != b),
+        ))
     }
 }
