@@ -15,7 +15,6 @@
 //!   folds to a constant target even when batch and sequence are symbolic.
 
 use crate::{Changed, Pass, PassCx, PassError};
-use kiln_ir::infer::{infer_node_with_outputs, GraphInferError};
 use kiln_ir::{DType, Dim, Graph, Node, Op, Shape, Tensor, ValueId, ValueType};
 use std::collections::HashMap;
 
@@ -53,7 +52,7 @@ impl Pass for FoldConstants {
             // Inference runs node by node here, interleaved with folding, so
             // a shape that only a folded value determines is known before
             // the nodes that depend on it are inferred.
-            let inferred = infer(g, &node);
+            let inferred = super::infer::infer_in_place(g, &node, false);
             if let Some(results) = try_fold(g, &node, inferred.is_ok()) {
                 for (&o, t) in node.outputs.iter().zip(results) {
                     let dims = t.dims().iter().map(|&d| d as u64).collect::<Vec<_>>();
@@ -70,13 +69,17 @@ impl Pass for FoldConstants {
                 folded += 1;
                 continue;
             }
-            inferred.map_err(|source| PassError::Infer {
+            let err = |source| PassError::Infer {
                 pass: self.name().to_string(),
                 source,
-            })?;
+            };
+            inferred.map_err(err)?;
             if rewrite_reshape_target(g, &mut node, &elems) {
                 reshapes += 1;
+                // The target is constant now: inference can see it.
+                super::infer::infer_in_place(g, &node, true).map_err(err)?;
             }
+            refine_shape(g, &node, &elems);
             keep.push(node);
         }
         g.nodes = keep;
@@ -84,23 +87,6 @@ impl Pass for FoldConstants {
         cx.count("reshape_targets_folded", reshapes);
         Ok(Changed::from(folded + reshapes > 0))
     }
-}
-
-/// Infers the node's result types from the current operand types and constants.
-fn infer(g: &mut Graph, node: &Node) -> Result<(), GraphInferError> {
-    let tys: Vec<Option<ValueType>> = node.inputs.iter().map(|v| v.map(|v| g.value(v).ty.clone())).collect();
-    let refs: Vec<Option<&ValueType>> = tys.iter().map(|t| t.as_ref()).collect();
-    let consts: Vec<Option<&Tensor>> = node.inputs.iter().map(|v| v.and_then(|v| g.constant(v))).collect();
-    let out = infer_node_with_outputs(&node.op, &refs, &consts, node.outputs.len()).map_err(|source| {
-        GraphInferError {
-            node: node.describe(g),
-            source,
-        }
-    })?;
-    for (&o, ty) in node.outputs.iter().zip(out) {
-        g.value_mut(o).ty = ty;
-    }
-    Ok(())
 }
 
 /// Evaluates a node whose operands are all constant.
@@ -148,7 +134,7 @@ fn elems_of(
     elems: &HashMap<ValueId, (Vec<Elem>, bool)>,
 ) -> Option<(Vec<Elem>, bool)> {
     if let Some(t) = g.constant(v) {
-        if t.dtype().is_integer() && t.dims().len() <= 1 && t.len() <= MAX_SHAPE_ELEMENTS {
+        if (t.dtype().is_integer() || t.dtype() == DType::Bool) && t.dims().len() <= 1 && t.len() <= MAX_SHAPE_ELEMENTS {
             return Some((
                 t.to_i64_vec().into_iter().map(Elem::Known).collect(),
                 t.dims().is_empty(),
@@ -208,6 +194,53 @@ fn track(g: &Graph, node: &Node, elems: &mut HashMap<ValueId, (Vec<Elem>, bool)>
         Op::Cast { to, .. } if matches!(to, DType::I64 | DType::I32) => {
             elems_of(g, input(0).unwrap_or(out), elems)
         }
+        Op::Reshape { .. } => elems_of(g, input(0).unwrap_or(out), elems).and_then(|(e, _)| {
+            // Only reshapes between scalar, [1] and [n] keep the element order trivially.
+            match g.value(out).ty.shape.rank() {
+                0 if e.len() == 1 => Some((e, true)),
+                1 => Some((e, false)),
+                _ => None,
+            }
+        }),
+        Op::Equal => (|| {
+            let (a, sa) = elems_of(g, input(0)?, elems)?;
+            let (b, sb) = elems_of(g, input(1)?, elems)?;
+            let n = a.len().max(b.len());
+            if !(a.len() == n || a.len() == 1) || !(b.len() == n || b.len() == 1) {
+                return None;
+            }
+            let pick = |v: &[Elem], i: usize| v[if v.len() == 1 { 0 } else { i }];
+            let eq = (0..n)
+                .map(|i| match (pick(&a, i), pick(&b, i)) {
+                    (Elem::Known(x), Elem::Known(y)) => Some(Elem::Known((x == y) as i64)),
+                    // A dimension is never negative.
+                    (Elem::DimOf(..), Elem::Known(y)) | (Elem::Known(y), Elem::DimOf(..)) if y < 0 => {
+                        Some(Elem::Known(0))
+                    }
+                    (x @ Elem::DimOf(..), y) if x == y => Some(Elem::Known(1)),
+                    _ => None,
+                })
+                .collect::<Option<Vec<_>>>()?;
+            Some((eq, sa && sb))
+        })(),
+        Op::Where => (|| {
+            let (c, sc) = elems_of(g, input(0)?, elems)?;
+            let (x, sx) = elems_of(g, input(1)?, elems)?;
+            let (y, sy) = elems_of(g, input(2)?, elems)?;
+            let n = c.len().max(x.len()).max(y.len());
+            if [c.len(), x.len(), y.len()].iter().any(|&l| l != n && l != 1) {
+                return None;
+            }
+            let pick = |v: &[Elem], i: usize| v[if v.len() == 1 { 0 } else { i }];
+            let sel = (0..n)
+                .map(|i| match pick(&c, i) {
+                    Elem::Known(0) => Some(pick(&y, i)),
+                    Elem::Known(_) => Some(pick(&x, i)),
+                    Elem::DimOf(..) => None,
+                })
+                .collect::<Option<Vec<_>>>()?;
+            Some((sel, sc && sx && sy))
+        })(),
         Op::Concat { .. } => (|| {
             let mut all = Vec::new();
             for v in node.present_inputs() {
@@ -273,9 +306,61 @@ fn fold_tracked(
     let dims = if *scalar { vec![] } else { vec![values.len()] };
     match g.value(out).ty.dtype {
         DType::I64 => Tensor::from_vec(dims, values).ok(),
+        DType::Bool => Tensor::from_bools(dims, &values.iter().map(|&v| v != 0).collect::<Vec<_>>()).ok(),
         DType::I32 => Tensor::from_vec(dims, values.into_iter().map(|v| v as i32).collect()).ok(),
         _ => None,
     }
+}
+
+/// Sharpens the inferred result shape of ops whose shape operand is a
+/// tracked shape tensor: `Expand`, `ConstantOfShape` and `Resize` with sizes.
+/// Inference sees only constants; tracking also knows which elements are
+/// another value's (possibly symbolic) dimension.
+fn refine_shape(g: &mut Graph, node: &Node, elems: &HashMap<ValueId, (Vec<Elem>, bool)>) {
+    let operand = match node.op {
+        Op::Expand => 1,
+        Op::ConstantOfShape { .. } => 0,
+        Op::Resize(_) => 3,
+        _ => return,
+    };
+    let Some(Some(shape_v)) = node.inputs.get(operand).copied() else { return };
+    let Some((list, false)) = elems.get(&shape_v) else { return };
+    let dims = Shape(
+        list.iter()
+            .map(|e| match *e {
+                Elem::Known(n) if n >= 0 => Dim::Fixed(n as u64),
+                Elem::Known(_) => Dim::Unknown,
+                Elem::DimOf(v, k) => g.value(v).ty.shape.0.get(k).cloned().unwrap_or(Dim::Unknown),
+            })
+            .collect(),
+    );
+    let Some(&out) = node.outputs.first() else { return };
+    let refined = match node.op {
+        Op::Expand => {
+            let Some(Some(x)) = node.inputs.first().copied() else { return };
+            match kiln_ir::infer::broadcast_shapes(&g.value(x).ty.shape, &dims) {
+                Ok(s) => s,
+                Err(_) => return,
+            }
+        }
+        Op::Resize(ref attrs) if attrs.axes.is_empty() => dims,
+        Op::Resize(_) => return,
+        _ => dims,
+    };
+    let current = &g.value(out).ty.shape;
+    if current.rank() != refined.rank() {
+        return;
+    }
+    // Keep what inference already knew; fill in only its unknowns.
+    let merged = Shape(
+        current
+            .0
+            .iter()
+            .zip(&refined.0)
+            .map(|(c, r)| if *c == Dim::Unknown { r.clone() } else { c.clone() })
+            .collect(),
+    );
+    g.value_mut(out).ty.shape = merged;
 }
 
 /// Replaces a computed `Reshape` target with a constant using 0 (copy) and -1.

@@ -3,7 +3,8 @@
 use crate::{Changed, Pass, PassCx, PassError};
 use kiln_ir::{Graph, Op};
 
-/// Removes `Identity` and inference-mode `Dropout` whose mask is unused.
+/// Removes `Identity`, `Cast` to the dtype its operand already has, and
+/// inference-mode `Dropout` whose mask is unused.
 ///
 /// A removed node's result keeps its name when it is a graph output: the
 /// operand takes the name over, so callers see the same output names.
@@ -21,6 +22,7 @@ impl Pass for EliminateIdentity {
             let n = &g.nodes[i];
             let passthrough = match n.op {
                 Op::Identity => true,
+                Op::Cast { to, .. } => n.inputs.first().copied().flatten().is_some_and(|x| g.value(x).ty.dtype == to),
                 Op::Dropout => n.outputs.len() == 1 || g.use_counts()[n.outputs[1].index()] == 0,
                 _ => false,
             };
