@@ -29,6 +29,14 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // `kiln inspect m.onnx | head` must end quietly when the reader goes
+    // away, as other command-line tools do, not panic on a broken pipe.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of one signal before any
+    // other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Optimize(a) => commands::optimize::run(a),

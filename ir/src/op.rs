@@ -437,7 +437,9 @@ pub enum Op {
     BitwiseOr,
     /// Bitwise xor.
     BitwiseXor,
-    /// Shift of unsigned integers.
+    /// Shift of integers: left shifts wrap, right shifts of signed values are
+    /// arithmetic; a shift count outside `0..bits` gives 0 (or -1 for a
+    /// negative value shifted right).
     BitShift {
         /// Shift left (true) or right (false).
         left: bool,
@@ -494,7 +496,8 @@ pub enum Op {
         /// Explicit output spatial shape; empty means computed.
         output_shape: Vec<u64>,
     },
-    /// Max or average pooling.
+    /// Max or average pooling; max pooling may also give the row-major
+    /// flat indices of the maxima as a second (i64) output.
     Pool {
         /// Max or average.
         kind: PoolKind,
@@ -522,7 +525,8 @@ pub enum Op {
         /// Added to the variance.
         epsilon: Float,
     },
-    /// Layer normalisation over axes ≥ `axis`: X, scale, optional B.
+    /// Layer normalisation over axes ≥ `axis`: X, scale, optional B → Y and,
+    /// optionally, Mean and InvStdDev (f32, reduced axes kept as 1).
     LayerNorm {
         /// First normalised axis.
         axis: i64,

@@ -124,6 +124,14 @@ pub fn list_cases(root: &Path) -> std::io::Result<Vec<String>> {
     Ok(names)
 }
 
+/// Runs the `cpu` target's pass pipeline.
+fn cpu_pipeline(graph: Graph) -> Result<Graph, String> {
+    let target = kiln_targets::compile::Target::by_name("cpu").map_err(|e| e.to_string())?;
+    kiln_targets::compile::compile(graph, target, &Default::default(), |_, _| {}, |_, _| {})
+        .map(|c| c.graph)
+        .map_err(|e| e.to_string())
+}
+
 /// Whether an import error means "Kiln does not support this" rather than "Kiln got it wrong".
 pub fn import_error_is_unsupported(e: &ImportError) -> bool {
     matches!(
@@ -230,6 +238,12 @@ fn run_inner(dir: &Path) -> Outcome {
     let graph: Graph = match kiln_frontends::onnx::import(&model) {
         Ok(g) => g,
         Err(e) => return import_outcome("import", &e),
+    };
+    // What `kiln optimize --target cpu` does: the case checks the pipeline
+    // (folding, shape inference) as well as the executor.
+    let graph = match cpu_pipeline(graph) {
+        Ok(g) => g,
+        Err(e) => return Outcome::Failed(format!("cpu pipeline: {e}")),
     };
     let input_names: Vec<String> = graph
         .inputs

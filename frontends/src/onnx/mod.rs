@@ -140,10 +140,12 @@ fn infer_one(g: &mut Graph, i: usize) -> Result<(), GraphInferError> {
         .iter()
         .map(|v| v.and_then(|v| g.constant(v)))
         .collect();
-    let out = infer_node_with_outputs(&node.op, &refs, &consts, node.outputs.len()).map_err(|source| GraphInferError {
-        node: node.describe(g),
-        source,
-    })?;
+    let out = infer_node_with_outputs(&node.op, &refs, &consts, node.outputs.len()).map_err(
+        |source| GraphInferError {
+            node: node.describe(g),
+            source,
+        },
+    )?;
     let outputs = node.outputs.clone();
     for (o, ty) in outputs.into_iter().zip(out) {
         g.value_mut(o).ty = ty;

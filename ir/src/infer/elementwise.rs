@@ -17,8 +17,6 @@ enum Accepts {
     Bool,
     /// Integers only (bitwise).
     Integer,
-    /// Unsigned integers only (BitShift).
-    Unsigned,
     /// Anything (comparisons with Equal).
     Any,
 }
@@ -30,7 +28,6 @@ fn check(cx: &Ctx, i: usize, accepts: Accepts) -> R<()> {
         Accepts::Numeric => d != DType::Bool,
         Accepts::Bool => d == DType::Bool,
         Accepts::Integer => d.is_integer(),
-        Accepts::Unsigned => matches!(d, DType::U8 | DType::U16 | DType::U32 | DType::U64),
         Accepts::Any => true,
     };
     if ok {
@@ -41,7 +38,6 @@ fn check(cx: &Ctx, i: usize, accepts: Accepts) -> R<()> {
         Accepts::Numeric => "a numeric dtype",
         Accepts::Bool => "dtype bool",
         Accepts::Integer => "an integer dtype",
-        Accepts::Unsigned => "an unsigned integer dtype",
         Accepts::Any => "any dtype",
     };
     Err(cx.err(format!("operand {i} must have {what}, got {d}")))
@@ -74,7 +70,7 @@ pub(super) fn binary(cx: &Ctx) -> R<ValueType> {
         Equal => (Accepts::Any, DType::Bool, true),
         Less | LessOrEqual | Greater | GreaterOrEqual => (Accepts::Numeric, DType::Bool, true),
         BitwiseAnd | BitwiseOr | BitwiseXor => (Accepts::Integer, a.dtype, true),
-        BitShift { .. } => (Accepts::Unsigned, a.dtype, true),
+        BitShift { .. } => (Accepts::Integer, a.dtype, true),
         Pow => (Accepts::Numeric, a.dtype, false),
         _ => (Accepts::Numeric, a.dtype, true),
     };

@@ -134,7 +134,10 @@ fn elems_of(
     elems: &HashMap<ValueId, (Vec<Elem>, bool)>,
 ) -> Option<(Vec<Elem>, bool)> {
     if let Some(t) = g.constant(v) {
-        if (t.dtype().is_integer() || t.dtype() == DType::Bool) && t.dims().len() <= 1 && t.len() <= MAX_SHAPE_ELEMENTS {
+        if (t.dtype().is_integer() || t.dtype() == DType::Bool)
+            && t.dims().len() <= 1
+            && t.len() <= MAX_SHAPE_ELEMENTS
+        {
             return Some((
                 t.to_i64_vec().into_iter().map(Elem::Known).collect(),
                 t.dims().is_empty(),
@@ -214,7 +217,9 @@ fn track(g: &Graph, node: &Node, elems: &mut HashMap<ValueId, (Vec<Elem>, bool)>
                 .map(|i| match (pick(&a, i), pick(&b, i)) {
                     (Elem::Known(x), Elem::Known(y)) => Some(Elem::Known((x == y) as i64)),
                     // A dimension is never negative.
-                    (Elem::DimOf(..), Elem::Known(y)) | (Elem::Known(y), Elem::DimOf(..)) if y < 0 => {
+                    (Elem::DimOf(..), Elem::Known(y)) | (Elem::Known(y), Elem::DimOf(..))
+                        if y < 0 =>
+                    {
                         Some(Elem::Known(0))
                     }
                     (x @ Elem::DimOf(..), y) if x == y => Some(Elem::Known(1)),
@@ -228,7 +233,10 @@ fn track(g: &Graph, node: &Node, elems: &mut HashMap<ValueId, (Vec<Elem>, bool)>
             let (x, sx) = elems_of(g, input(1)?, elems)?;
             let (y, sy) = elems_of(g, input(2)?, elems)?;
             let n = c.len().max(x.len()).max(y.len());
-            if [c.len(), x.len(), y.len()].iter().any(|&l| l != n && l != 1) {
+            if [c.len(), x.len(), y.len()]
+                .iter()
+                .any(|&l| l != n && l != 1)
+            {
                 return None;
             }
             let pick = |v: &[Elem], i: usize| v[if v.len() == 1 { 0 } else { i }];
@@ -306,7 +314,9 @@ fn fold_tracked(
     let dims = if *scalar { vec![] } else { vec![values.len()] };
     match g.value(out).ty.dtype {
         DType::I64 => Tensor::from_vec(dims, values).ok(),
-        DType::Bool => Tensor::from_bools(dims, &values.iter().map(|&v| v != 0).collect::<Vec<_>>()).ok(),
+        DType::Bool => {
+            Tensor::from_bools(dims, &values.iter().map(|&v| v != 0).collect::<Vec<_>>()).ok()
+        }
         DType::I32 => Tensor::from_vec(dims, values.into_iter().map(|v| v as i32).collect()).ok(),
         _ => None,
     }
@@ -323,21 +333,36 @@ fn refine_shape(g: &mut Graph, node: &Node, elems: &HashMap<ValueId, (Vec<Elem>,
         Op::Resize(_) => 3,
         _ => return,
     };
-    let Some(Some(shape_v)) = node.inputs.get(operand).copied() else { return };
-    let Some((list, false)) = elems.get(&shape_v) else { return };
+    let Some(Some(shape_v)) = node.inputs.get(operand).copied() else {
+        return;
+    };
+    let Some((list, false)) = elems.get(&shape_v) else {
+        return;
+    };
     let dims = Shape(
         list.iter()
             .map(|e| match *e {
                 Elem::Known(n) if n >= 0 => Dim::Fixed(n as u64),
                 Elem::Known(_) => Dim::Unknown,
-                Elem::DimOf(v, k) => g.value(v).ty.shape.0.get(k).cloned().unwrap_or(Dim::Unknown),
+                Elem::DimOf(v, k) => g
+                    .value(v)
+                    .ty
+                    .shape
+                    .0
+                    .get(k)
+                    .cloned()
+                    .unwrap_or(Dim::Unknown),
             })
             .collect(),
     );
-    let Some(&out) = node.outputs.first() else { return };
+    let Some(&out) = node.outputs.first() else {
+        return;
+    };
     let refined = match node.op {
         Op::Expand => {
-            let Some(Some(x)) = node.inputs.first().copied() else { return };
+            let Some(Some(x)) = node.inputs.first().copied() else {
+                return;
+            };
             match kiln_ir::infer::broadcast_shapes(&g.value(x).ty.shape, &dims) {
                 Ok(s) => s,
                 Err(_) => return,
@@ -357,7 +382,13 @@ fn refine_shape(g: &mut Graph, node: &Node, elems: &HashMap<ValueId, (Vec<Elem>,
             .0
             .iter()
             .zip(&refined.0)
-            .map(|(c, r)| if *c == Dim::Unknown { r.clone() } else { c.clone() })
+            .map(|(c, r)| {
+                if *c == Dim::Unknown {
+                    r.clone()
+                } else {
+                    c.clone()
+                }
+            })
             .collect(),
     );
     g.value_mut(out).ty.shape = merged;

@@ -22,7 +22,12 @@ impl Pass for EliminateIdentity {
             let n = &g.nodes[i];
             let passthrough = match n.op {
                 Op::Identity => true,
-                Op::Cast { to, .. } => n.inputs.first().copied().flatten().is_some_and(|x| g.value(x).ty.dtype == to),
+                Op::Cast { to, .. } => n
+                    .inputs
+                    .first()
+                    .copied()
+                    .flatten()
+                    .is_some_and(|x| g.value(x).ty.dtype == to),
                 Op::Dropout => n.outputs.len() == 1 || g.use_counts()[n.outputs[1].index()] == 0,
                 _ => false,
             };

@@ -37,16 +37,28 @@ impl Pass for InferShapes {
 /// Infers one node's result types from its operands' current types and
 /// constants and stores them; with `keep_known`, a dimension inference
 /// leaves unknown keeps its previous value. Returns whether a type changed.
-pub(crate) fn infer_in_place(g: &mut Graph, node: &Node, keep_known: bool) -> Result<bool, GraphInferError> {
-    let tys: Vec<Option<ValueType>> = node.inputs.iter().map(|v| v.map(|v| g.value(v).ty.clone())).collect();
+pub(crate) fn infer_in_place(
+    g: &mut Graph,
+    node: &Node,
+    keep_known: bool,
+) -> Result<bool, GraphInferError> {
+    let tys: Vec<Option<ValueType>> = node
+        .inputs
+        .iter()
+        .map(|v| v.map(|v| g.value(v).ty.clone()))
+        .collect();
     let refs: Vec<Option<&ValueType>> = tys.iter().map(|t| t.as_ref()).collect();
-    let consts: Vec<Option<&Tensor>> = node.inputs.iter().map(|v| v.and_then(|v| g.constant(v))).collect();
-    let out = infer_node_with_outputs(&node.op, &refs, &consts, node.outputs.len()).map_err(|source| {
-        GraphInferError {
+    let consts: Vec<Option<&Tensor>> = node
+        .inputs
+        .iter()
+        .map(|v| v.and_then(|v| g.constant(v)))
+        .collect();
+    let out = infer_node_with_outputs(&node.op, &refs, &consts, node.outputs.len()).map_err(
+        |source| GraphInferError {
             node: node.describe(g),
             source,
-        }
-    })?;
+        },
+    )?;
     let mut changed = false;
     for (&o, mut ty) in node.outputs.iter().zip(out) {
         let old = &g.value(o).ty;
@@ -56,7 +68,13 @@ pub(crate) fn infer_in_place(g: &mut Graph, node: &Node, keep_known: bool) -> Re
                     .0
                     .iter()
                     .zip(&old.shape.0)
-                    .map(|(new, old)| if *new == Dim::Unknown { old.clone() } else { new.clone() })
+                    .map(|(new, old)| {
+                        if *new == Dim::Unknown {
+                            old.clone()
+                        } else {
+                            new.clone()
+                        }
+                    })
                     .collect(),
             );
         }

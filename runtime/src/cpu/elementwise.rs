@@ -558,9 +558,17 @@ pub(crate) fn binary_op(op: &Op, a: &Value, b: &Value) -> KResult<Value> {
             same_dtype(op, a, b)?;
             let left = *left;
             with_int!(dt, T => binary::<T, T, T>(a, b, move |x, s| {
-                let bits = (std::mem::size_of::<T>() * 8) as u64;
-                let s = s as u64;
-                if s >= bits { 0 } else if left { x << s } else { x >> s }
+                let bits = (std::mem::size_of::<T>() * 8) as i64;
+                let s = s.to_i64();
+                // Out-of-range counts follow the ONNX reference: 0, or -1
+                // for a negative value shifted right (sign fill).
+                if !(0..bits).contains(&s) {
+                    if !left && x.to_i64() < 0 { T::from_i64(-1) } else { T::from_i64(0) }
+                } else if left {
+                    x << s
+                } else {
+                    x >> s
+                }
             }), _ => bail!("BitShift needs integers, got {dt}"))
         }
         Op::And | Op::Or | Op::Xor => {

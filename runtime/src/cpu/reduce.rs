@@ -47,7 +47,20 @@ pub(crate) fn reduce(
     let red_offs = offsets_over(&x.shape, &red);
     let dt = x.dtype();
     if dt == DType::Bool {
-        bail!("Reduce on bool is not defined");
+        // Max is "any", Min is "all"; an empty reduction gives the identity.
+        let xs = x.slice::<bool>()?;
+        let v: Vec<bool> = match kind {
+            ReduceKind::Max => out_offs
+                .iter()
+                .map(|&b| red_offs.iter().any(|&o| xs[b + o]))
+                .collect(),
+            ReduceKind::Min => out_offs
+                .iter()
+                .map(|&b| red_offs.iter().all(|&o| xs[b + o]))
+                .collect(),
+            _ => bail!("Reduce {kind:?} on bool is not defined"),
+        };
+        return Ok(Value::new(out_shape, v));
     }
     let int = dt.is_integer();
     with_dtype!(dt, T => {

@@ -73,11 +73,15 @@ pub(super) fn pool(b: &mut Builder, n: &NodeCtx) -> Result<(), ImportError> {
     n.expect_inputs(1, 1)?;
     let max = n.op_type() == "MaxPool";
     if max {
-        n.only_outputs(1, "MaxPool indices output (output 1)")?;
-        // storage_order only changes the indices output, which is rejected above.
-        n.attrs.ignore(&["storage_order"]);
+        // storage_order only changes the indices output; the executor
+        // computes row-major indices.
+        if n.attrs.int_or("storage_order", 0)? != 0 {
+            n.only_outputs(1, "MaxPool indices output with storage_order=1")?;
+        }
+        n.expect_outputs(1, 2)?;
+    } else {
+        n.expect_outputs(1, 1)?;
     }
-    n.expect_outputs(1, 1)?;
     let window = window(n, true)?;
     let op = Op::Pool {
         kind: if max {

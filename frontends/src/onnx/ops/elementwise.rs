@@ -263,11 +263,12 @@ pub(super) fn clip(b: &mut Builder, n: &NodeCtx) -> Result<(), ImportError> {
     Ok(())
 }
 
-/// The Kiln dtype of a `to`/`dtype` attribute, with an attribute error otherwise.
+/// The Kiln dtype of a `to`/`dtype` attribute; a type Kiln has no
+/// counterpart for (float8, 4-bit, 2-bit) is an unsupported feature.
 pub(super) fn dtype_attr(n: &NodeCtx, name: &str, code: i64) -> Result<DType, ImportError> {
     let code = i32::try_from(code)
         .map_err(|_| n.attrs.err(name, format!("unknown data type code {code}")))?;
-    dtype_from_onnx(code).map_err(|t| n.attrs.err(name, format!("data type {t} is not supported")))
+    dtype_from_onnx(code).map_err(|t| n.unsupported(format!("attribute '{name}': data type {t}")))
 }
 
 pub(super) fn cast(b: &mut Builder, n: &NodeCtx) -> Result<(), ImportError> {

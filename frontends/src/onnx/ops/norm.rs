@@ -39,9 +39,9 @@ pub(super) fn instance_norm(b: &mut Builder, n: &NodeCtx) -> Result<(), ImportEr
 
 pub(super) fn layer_norm(b: &mut Builder, n: &NodeCtx) -> Result<(), ImportError> {
     n.expect_inputs(2, 3)?;
-    n.only_outputs(1, "LayerNormalization Mean/InvStdDev outputs (outputs 1-2)")?;
-    n.expect_outputs(1, 1)?;
-    // stash_type picks the accumulation precision; Kiln always accumulates in f32 or wider.
+    n.expect_outputs(1, 3)?;
+    // stash_type picks the accumulation precision; Kiln always accumulates in
+    // f32 or wider, and the Mean/InvStdDev outputs are f32 (the default stash type).
     n.attrs.ignore(&["stash_type"]);
     let op = Op::LayerNorm {
         axis: n.attrs.int_or("axis", -1)?,
