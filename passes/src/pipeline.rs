@@ -40,7 +40,7 @@ pub const PASSES: &[&str] = &[
 /// Builds one pass by name.
 pub fn pass_by_name(name: &str) -> Result<Box<dyn Pass>, PassError> {
     Ok(match name {
-        "fold-constants" => Box::new(cleanup::FoldConstants::default()),
+        "fold-constants" => Box::new(cleanup::FoldConstants),
         "eliminate-identity" => Box::new(cleanup::EliminateIdentity),
         "dead-code" => Box::new(cleanup::DeadCode),
         "infer-shapes" => Box::new(cleanup::InferShapes),

@@ -194,9 +194,10 @@ fn track(g: &Graph, node: &Node, elems: &mut HashMap<ValueId, (Vec<Elem>, bool)>
         Op::Squeeze { .. } => elems_of(g, input(0).unwrap_or(out), elems)
             .filter(|(e, scalar)| !*scalar && e.len() == 1)
             .map(|(e, _)| (e, true)),
-        Op::Cast { to, .. } if matches!(to, DType::I64 | DType::I32) => {
-            elems_of(g, input(0).unwrap_or(out), elems)
-        }
+        Op::Cast {
+            to: DType::I64 | DType::I32,
+            ..
+        } => elems_of(g, input(0).unwrap_or(out), elems),
         Op::Reshape { .. } => elems_of(g, input(0).unwrap_or(out), elems).and_then(|(e, _)| {
             // Only reshapes between scalar, [1] and [n] keep the element order trivially.
             match g.value(out).ty.shape.rank() {
@@ -429,7 +430,7 @@ fn rewrite_reshape_target(
         .collect();
     // A known 0 means "copy" in the original too, so it keeps its meaning;
     // a known -1 plus a new one would be ambiguous.
-    if unknown > 1 || (unknown == 1 && list.iter().any(|e| *e == Elem::Known(-1))) {
+    if unknown > 1 || (unknown == 1 && list.contains(&Elem::Known(-1))) {
         return false;
     }
     let name = format!("{}.kiln-shape", g.value(target).name);
