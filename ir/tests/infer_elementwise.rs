@@ -80,9 +80,9 @@ fn binary_errors() {
     assert_eq!(
         err(infer_t(
             &Op::BitShift { left: false },
-            &["i32[2]", "i32[2]"]
+            &["f32[2]", "f32[2]"]
         )),
-        "BitShift: operand 0 must have an unsigned integer dtype, got i32"
+        "BitShift: operand 0 must have an integer dtype, got f32"
     );
 }
 

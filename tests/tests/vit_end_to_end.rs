@@ -8,20 +8,6 @@ use kiln_runtime::cpu::{CpuExecutor, ExecOptions};
 use kiln_targets::bundle::{write_bundle, BundleInfo};
 use kiln_targets::compile::{compile, Target};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-
-fn cache() -> PathBuf {
-    std::env::var_os("KILN_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let base = std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache")
-                });
-            base.join("kiln")
-        })
-}
 
 fn read_safetensors(path: &std::path::Path) -> BTreeMap<String, kiln_ir::Tensor> {
     let bytes = std::fs::read(path).unwrap();
@@ -41,7 +27,7 @@ fn read_safetensors(path: &std::path::Path) -> BTreeMap<String, kiln_ir::Tensor>
 
 #[test]
 fn vit_bundle_matches_onnxruntime_on_a_photo() {
-    let dir = cache();
+    let dir = kiln_tests::kiln_cache();
     let model = dir.join("models/vit_s_focus.onnx");
     let input = dir.join("data/vit_input.safetensors");
     let reference = dir.join("data/vit_ort_output.safetensors");
