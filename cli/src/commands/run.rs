@@ -24,6 +24,9 @@ pub struct Args {
     /// Print a JSON summary on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Print where the time went, by op.
+    #[arg(long)]
+    pub profile: bool,
     /// No progress display.
     #[arg(short, long)]
     pub quiet: bool,
@@ -63,6 +66,9 @@ pub fn run(a: Args) -> Result<()> {
     for (n, t) in &result.outputs {
         println!("{n}: {}{:?}", t.dtype(), t.dims());
     }
+    if a.profile {
+        print_profile(result.node_times.as_deref().unwrap_or_default());
+    }
     println!(
         "ran on cpu in {:.1} ms, peak memory {:.1} MiB; wrote {}",
         seconds * 1e3,
@@ -70,4 +76,25 @@ pub fn run(a: Args) -> Result<()> {
         a.output.display()
     );
     Ok(())
+}
+
+/// Time per op kind, largest first.
+fn print_profile(times: &[kiln_runtime::cpu::NodeTime]) {
+    let mut by_op: std::collections::BTreeMap<&str, (usize, f64)> = Default::default();
+    for t in times {
+        let e = by_op.entry(t.op).or_default();
+        e.0 += 1;
+        e.1 += t.seconds;
+    }
+    let total: f64 = by_op.values().map(|v| v.1).sum();
+    let mut rows: Vec<_> = by_op.into_iter().collect();
+    rows.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
+    println!("{:<20} {:>6} {:>10} {:>7}", "op", "nodes", "ms", "share");
+    for (op, (n, s)) in rows {
+        println!(
+            "{op:<20} {n:>6} {:>10.2} {:>6.1}%",
+            s * 1e3,
+            100.0 * s / total.max(1e-12)
+        );
+    }
 }

@@ -461,6 +461,36 @@ pub(crate) fn conv_transpose(
             dst.par_chunks_mut(out_sz.max(1))
                 .enumerate()
                 .for_each(|(oc, plane)| {
+                    if nd == 2 {
+                        // The common image case, with the index arithmetic
+                        // hoisted out of the inner loop.
+                        let (ih_n, iw_n) = (sp_in[0], sp_in[1]);
+                        let (oh_n, ow_n) = (out_sp[0] as i64, out_sp[1]);
+                        for kh in 0..kernel[0] {
+                            for kw in 0..kernel[1] {
+                                let k = kh * kernel[1] + kw;
+                                let crow =
+                                    &col[(oc * ksize + k) * in_sz..(oc * ksize + k + 1) * in_sz];
+                                for ih in 0..ih_n {
+                                    let oh = (ih * strides[0] + kh * dil[0]) as i64 - pad_begin[0];
+                                    if oh < 0 || oh >= oh_n {
+                                        continue;
+                                    }
+                                    let src = &crow[ih * iw_n..(ih + 1) * iw_n];
+                                    let dst =
+                                        &mut plane[oh as usize * ow_n..(oh as usize + 1) * ow_n];
+                                    for (iw, &v) in src.iter().enumerate() {
+                                        let ow =
+                                            (iw * strides[1] + kw * dil[1]) as i64 - pad_begin[1];
+                                        if ow >= 0 && (ow as usize) < ow_n {
+                                            dst[ow as usize] += v;
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                        return;
+                    }
                     let mut kk = vec![0usize; nd];
                     let mut ii = vec![0usize; nd];
                     for k in 0..ksize {

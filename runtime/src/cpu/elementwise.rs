@@ -547,6 +547,11 @@ pub(crate) fn binary_op(op: &Op, a: &Value, b: &Value) -> KResult<Value> {
                 }), _ => unreachable!());
             }
             let e = b.cast(dt);
+            // Exporters write x² as Pow(x, 2) (LayerNorm's variance): a
+            // multiply is exact where powf is a slow library call.
+            if e.len() == 1 && e.to_f64s()[0] == 2.0 && a.shape.len() >= e.shape.len() {
+                return with_f!(dt, T => binary::<T, T, T>(a, &e, |x, _| x * x), _ => unreachable!());
+            }
             with_f!(dt, T => binary::<T, T, T>(a, &e, |x, y| x.powf(y)), _ => bail!("Pow is not defined for {dt}"))
         }
         Op::PRelu => {

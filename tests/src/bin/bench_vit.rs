@@ -91,10 +91,8 @@ fn main() -> Result<()> {
         Ok(())
     })?;
 
-    // tract: its own optimised plan, with a fixed input shape.
-    tract_onnx::tract_core::multithread::set_default_executor(
-        tract_onnx::tract_core::multithread::Executor::multithread(threads),
-    );
+    // tract: its own optimised plan, with a fixed input shape. Built without
+    // its `multithread-mm` feature, tract runs on one thread.
     let dims: Vec<usize> = input.dims().to_vec();
     let tract_model = tract_onnx::onnx()
         .model_for_path(&model)?
@@ -140,7 +138,7 @@ fn main() -> Result<()> {
 
     let rows = [
         ("kiln (cpu executor)", median(kiln_times.clone())),
-        ("tract 0.23", median(tract_times.clone())),
+        ("tract 0.23 (1 thread)", median(tract_times.clone())),
         ("onnxruntime", median(ort_times.clone())),
     ];
     let kiln = rows[0].1;
