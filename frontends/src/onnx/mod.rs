@@ -21,8 +21,8 @@ pub use tensor::{dtype_to_onnx, load_tensor_file, tensor_from_proto};
 use crate::error::{ImportError, NodeRef};
 use attrs::Attrs;
 use builder::{Builder, FixupKind};
-use kiln_ir::infer::{infer_node_with_outputs, GraphInferError};
-use kiln_ir::{Dim, Graph, Op, Shape, Tensor, ValueType};
+use kiln_ir::infer::GraphInferError;
+use kiln_ir::{Dim, Graph, Op, Shape, ValueType};
 use ops::NodeCtx;
 use prost::Message;
 use std::collections::{HashMap, HashSet};
@@ -128,25 +128,8 @@ fn run_inference(b: &mut Builder) -> Result<(), GraphInferError> {
 
 /// Infers the result types of node `i` (the body of `infer_graph`).
 fn infer_one(g: &mut Graph, i: usize) -> Result<(), GraphInferError> {
-    let node = &g.nodes[i];
-    let tys: Vec<Option<ValueType>> = node
-        .inputs
-        .iter()
-        .map(|v| v.map(|v| g.value(v).ty.clone()))
-        .collect();
-    let refs: Vec<Option<&ValueType>> = tys.iter().map(|t| t.as_ref()).collect();
-    let consts: Vec<Option<&Tensor>> = node
-        .inputs
-        .iter()
-        .map(|v| v.and_then(|v| g.constant(v)))
-        .collect();
-    let out = infer_node_with_outputs(&node.op, &refs, &consts, node.outputs.len()).map_err(
-        |source| GraphInferError {
-            node: node.describe(g),
-            source,
-        },
-    )?;
-    let outputs = node.outputs.clone();
+    let out = kiln_ir::infer::infer_node_in(g, &g.nodes[i])?;
+    let outputs = g.nodes[i].outputs.clone();
     for (o, ty) in outputs.into_iter().zip(out) {
         g.value_mut(o).ty = ty;
     }

@@ -277,40 +277,44 @@ fn dispatch(cx: &Ctx) -> R<Vec<ValueType>> {
     }
 }
 
+/// Infers the result types of `node` from the current types and constants
+/// of its operands in `g` (the node need not be in `g.nodes`). Errors name
+/// the node.
+pub fn infer_node_in(g: &Graph, node: &crate::Node) -> Result<Vec<ValueType>, GraphInferError> {
+    let mut tys: Vec<Option<ValueType>> = Vec::with_capacity(node.inputs.len());
+    let mut consts: Vec<Option<&Tensor>> = Vec::with_capacity(node.inputs.len());
+    for v in &node.inputs {
+        // A dangling id is a malformed graph: report it instead of panicking.
+        let v = match v {
+            Some(v) if v.index() >= g.num_values() => {
+                return Err(GraphInferError {
+                    node: node.describe(g),
+                    source: InferError {
+                        op: node.op.name().to_string(),
+                        message: format!("operand refers to value id {} that does not exist", v.0),
+                    },
+                })
+            }
+            v => *v,
+        };
+        tys.push(v.map(|v| g.value(v).ty.clone()));
+        consts.push(v.and_then(|v| g.constant(v)));
+    }
+    let ty_refs: Vec<Option<&ValueType>> = tys.iter().map(|t| t.as_ref()).collect();
+    infer_node_with_outputs(&node.op, &ty_refs, &consts, node.outputs.len()).map_err(|e| {
+        GraphInferError {
+            node: node.describe(g),
+            source: e,
+        }
+    })
+}
+
 /// Re-infers the type of every node output in graph order, overwriting the
 /// stored types. Errors name the node.
 pub fn infer_graph(g: &mut Graph) -> Result<(), GraphInferError> {
     for i in 0..g.nodes.len() {
-        let node = &g.nodes[i];
-        let mut tys: Vec<Option<ValueType>> = Vec::with_capacity(node.inputs.len());
-        let mut consts: Vec<Option<&Tensor>> = Vec::with_capacity(node.inputs.len());
-        for v in &node.inputs {
-            // A dangling id is a malformed graph: report it instead of panicking.
-            let v = match v {
-                Some(v) if v.index() >= g.num_values() => {
-                    return Err(GraphInferError {
-                        node: node.describe(g),
-                        source: InferError {
-                            op: node.op.name().to_string(),
-                            message: format!(
-                                "operand refers to value id {} that does not exist",
-                                v.0
-                            ),
-                        },
-                    })
-                }
-                v => *v,
-            };
-            tys.push(v.map(|v| g.value(v).ty.clone()));
-            consts.push(v.and_then(|v| g.constant(v)));
-        }
-        let ty_refs: Vec<Option<&ValueType>> = tys.iter().map(|t| t.as_ref()).collect();
-        let out = infer_node_with_outputs(&node.op, &ty_refs, &consts, node.outputs.len())
-            .map_err(|e| GraphInferError {
-                node: node.describe(g),
-                source: e,
-            })?;
-        let outputs = node.outputs.clone();
+        let out = infer_node_in(g, &g.nodes[i])?;
+        let outputs = g.nodes[i].outputs.clone();
         for (o, ty) in outputs.into_iter().zip(out) {
             if o.index() < g.num_values() {
                 g.value_mut(o).ty = ty;

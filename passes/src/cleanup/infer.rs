@@ -1,8 +1,8 @@
 //! Re-infers every value's type after rewrites.
 
 use crate::{Changed, Pass, PassCx, PassError};
-use kiln_ir::infer::{infer_node_with_outputs, GraphInferError};
-use kiln_ir::{Dim, Graph, Node, Shape, Tensor, ValueType};
+use kiln_ir::infer::GraphInferError;
+use kiln_ir::{Dim, Graph, Node, Shape};
 
 /// Runs shape and dtype inference over the whole graph, node by node.
 ///
@@ -42,23 +42,7 @@ pub(crate) fn infer_in_place(
     node: &Node,
     keep_known: bool,
 ) -> Result<bool, GraphInferError> {
-    let tys: Vec<Option<ValueType>> = node
-        .inputs
-        .iter()
-        .map(|v| v.map(|v| g.value(v).ty.clone()))
-        .collect();
-    let refs: Vec<Option<&ValueType>> = tys.iter().map(|t| t.as_ref()).collect();
-    let consts: Vec<Option<&Tensor>> = node
-        .inputs
-        .iter()
-        .map(|v| v.and_then(|v| g.constant(v)))
-        .collect();
-    let out = infer_node_with_outputs(&node.op, &refs, &consts, node.outputs.len()).map_err(
-        |source| GraphInferError {
-            node: node.describe(g),
-            source,
-        },
-    )?;
+    let out = kiln_ir::infer::infer_node_in(g, node)?;
     let mut changed = false;
     for (&o, mut ty) in node.outputs.iter().zip(out) {
         let old = &g.value(o).ty;
