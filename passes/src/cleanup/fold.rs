@@ -7,7 +7,7 @@
 //!   never disagree with execution;
 //! - small integer tensors that describe shapes are tracked element by
 //!   element: each element is a known number or "dimension k of value v"
-//!   (a run-time size). `Shape`, `Gather`, `Concat`, `Unsqueeze`, `Squeeze`, `Slice`
+//!   (a run-time size). `Shape`, `Size`, `Gather`, `Concat`, `Unsqueeze`, `Squeeze`, `Slice`
 //!   and `Cast` propagate them. When every element is known the value becomes
 //!   a constant; when it feeds `Reshape`, elements that copy the reshaped
 //!   input's own dimension become 0 ("copy") and a single remaining run-time size
@@ -178,6 +178,9 @@ fn track(g: &Graph, node: &Node, elems: &mut HashMap<ValueId, (Vec<Elem>, bool)>
                 .collect();
             Some((list, false))
         }
+        Op::Size => input(0)
+            .and_then(|x| g.value(x).ty.shape.num_elements())
+            .map(|n| (vec![Elem::Known(n as i64)], true)),
         Op::Gather { axis: 0 } => (|| {
             let (data, _) = elems_of(g, input(0)?, elems)?;
             let idx = g.constant(input(1)?)?;
