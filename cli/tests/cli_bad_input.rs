@@ -85,7 +85,7 @@ fn wrong_inputs_for_run() {
         "--output",
         out.to_str().unwrap(),
     ]);
-    assert_clean_failure(&o, &["x"]);
+    assert_clean_failure(&o, &["input `input`", "no such input", "expected: x"]);
     assert!(!out.exists());
 
     let wrong_shape = dir.path().join("wrong_shape.safetensors");
@@ -98,7 +98,7 @@ fn wrong_inputs_for_run() {
         "--output",
         out.to_str().unwrap(),
     ]);
-    assert_clean_failure(&o, &["x"]);
+    assert_clean_failure(&o, &["input `x`", "[batch,4]"]);
     assert!(!out.exists());
 }
 

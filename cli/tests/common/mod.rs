@@ -109,8 +109,14 @@ pub fn tiny_model(dir: &Path, external: bool) -> PathBuf {
 
 /// Runs the `kiln` binary built for these tests.
 pub fn kiln(args: &[&str]) -> Output {
+    kiln_with_env(args, &[])
+}
+
+/// Runs the `kiln` binary with extra environment variables.
+pub fn kiln_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_kiln"))
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .expect("kiln binary runs")
 }

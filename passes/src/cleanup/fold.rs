@@ -44,6 +44,22 @@ impl Pass for FoldConstants {
     }
 
     fn run(&mut self, g: &mut Graph, cx: &mut PassCx) -> Result<Changed, PassError> {
+        // Folded values go into the bundle, which must be byte-identical
+        // whatever the machine's thread count: a parallel reduction (matmul)
+        // could sum in another order on more threads, so fold on one.
+        match rayon::ThreadPoolBuilder::new().num_threads(1).build() {
+            Ok(pool) => pool.install(|| self.fold(g, cx)),
+            Err(e) => Err(PassError::Node {
+                pass: self.name().to_string(),
+                node: String::new(),
+                message: format!("cannot start the folding thread: {e}"),
+            }),
+        }
+    }
+}
+
+impl FoldConstants {
+    fn fold(&self, g: &mut Graph, cx: &mut PassCx) -> Result<Changed, PassError> {
         let mut elems: HashMap<ValueId, (Vec<Elem>, bool)> = HashMap::new();
         let mut folded = 0i64;
         let mut reshapes = 0i64;
