@@ -53,17 +53,7 @@ pub(crate) fn gather_elements(data: &Value, indices: &Value, axis: i64) -> KResu
         let src = data.slice::<T>()?;
         let mut out = Vec::with_capacity(idx.len());
         for (flat, &k) in idx.iter().enumerate() {
-            let mut off = 0;
-            let mut f = flat;
-            for dim in 0..r {
-                let c = f / is[dim];
-                f %= is[dim];
-                let c = if dim == a { fix_index(k, data.shape[a])? } else { c };
-                if c >= data.shape[dim] {
-                    bail!("GatherElements indices shape {:?} exceeds data {:?}", indices.shape, data.shape);
-                }
-                off += c * ds[dim];
-            }
+            let off = element_offset(flat, k, a, &data.shape, &ds, &indices.shape, &is, "GatherElements")?;
             out.push(src[off]);
         }
         Ok(Value::new(indices.shape.clone(), out))
@@ -129,17 +119,7 @@ pub(crate) fn scatter_elements(
         let mut out = data.slice::<T>()?.to_vec();
         let up = updates.slice::<T>()?;
         for (flat, &k) in idx.iter().enumerate() {
-            let mut off = 0;
-            let mut f = flat;
-            for dim in 0..r {
-                let c = f / is[dim];
-                f %= is[dim];
-                let c = if dim == a { fix_index(k, data.shape[a])? } else { c };
-                if c >= data.shape[dim] {
-                    bail!("ScatterElements indices shape {:?} exceeds data {:?}", indices.shape, data.shape);
-                }
-                off += c * ds[dim];
-            }
+            let off = element_offset(flat, k, a, &data.shape, &ds, &indices.shape, &is, "ScatterElements")?;
             out[off] = combine(out[off], up[flat], red);
         }
         Ok(Value::new(data.shape.clone(), out))
@@ -229,4 +209,35 @@ pub(crate) fn scatter_nd(
         }
         Ok(Value::new(data.shape.clone(), out))
     })
+}
+
+/// The offset in `data` of the element that index tensor position `flat`
+/// addresses along `axis` with index `k` (GatherElements / ScatterElements).
+#[allow(clippy::too_many_arguments)]
+fn element_offset(
+    flat: usize,
+    k: i64,
+    axis: usize,
+    data_shape: &[usize],
+    data_strides: &[usize],
+    idx_shape: &[usize],
+    idx_strides: &[usize],
+    op: &str,
+) -> KResult<usize> {
+    let mut off = 0;
+    let mut f = flat;
+    for dim in 0..data_shape.len() {
+        let c = f / idx_strides[dim];
+        f %= idx_strides[dim];
+        let c = if dim == axis {
+            fix_index(k, data_shape[axis])?
+        } else {
+            c
+        };
+        if c >= data_shape[dim] {
+            bail!("{op} indices shape {idx_shape:?} exceeds data {data_shape:?}");
+        }
+        off += c * data_strides[dim];
+    }
+    Ok(off)
 }

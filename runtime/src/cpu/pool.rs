@@ -16,31 +16,25 @@ pub(crate) fn pool(
 ) -> KResult<Vec<Value>> {
     let dt = x.dtype();
     if dt != DType::F32 && dt != DType::F64 {
-        if dt.is_float() {
-            let mut r = pool(
-                &x.cast(DType::F32),
-                kind,
-                w,
-                ceil_mode,
-                count_include_pad,
-                want_indices,
-            )?;
-            r[0] = r[0].cast(dt);
-            return Ok(r);
-        }
-        if kind == PoolKind::Max && dt.is_integer() {
-            let mut r = pool(
-                &x.cast(DType::F64),
-                kind,
-                w,
-                ceil_mode,
-                count_include_pad,
-                want_indices,
-            )?;
-            r[0] = r[0].cast(dt);
-            return Ok(r);
-        }
-        bail!("pooling needs floating-point input, got {dt}");
+        // Narrow floats compute in f32; integers (max only) in f64, which
+        // holds every value up to 2^53 exactly.
+        let work = if dt.is_float() {
+            DType::F32
+        } else if kind == PoolKind::Max && dt.is_integer() {
+            DType::F64
+        } else {
+            bail!("pooling needs floating-point input, got {dt}");
+        };
+        let mut r = pool(
+            &x.cast(work),
+            kind,
+            w,
+            ceil_mode,
+            count_include_pad,
+            want_indices,
+        )?;
+        r[0] = r[0].cast(dt);
+        return Ok(r);
     }
     if x.rank() < 3 {
         bail!("pooling needs rank ≥ 3, got {:?}", x.shape);
