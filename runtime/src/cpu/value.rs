@@ -39,19 +39,40 @@ pub(crate) use unsupported;
 /// A dense buffer of one element type.
 #[derive(Clone, Debug)]
 pub(crate) enum Data {
-    F32(Arc<Vec<f32>>),
-    F16(Arc<Vec<f16>>),
-    BF16(Arc<Vec<bf16>>),
-    F64(Arc<Vec<f64>>),
-    I64(Arc<Vec<i64>>),
-    I32(Arc<Vec<i32>>),
-    I16(Arc<Vec<i16>>),
-    I8(Arc<Vec<i8>>),
-    U64(Arc<Vec<u64>>),
-    U32(Arc<Vec<u32>>),
-    U16(Arc<Vec<u16>>),
-    U8(Arc<Vec<u8>>),
-    Bool(Arc<Vec<bool>>),
+    F32(Arc<Store<f32>>),
+    F16(Arc<Store<f16>>),
+    BF16(Arc<Store<bf16>>),
+    F64(Arc<Store<f64>>),
+    I64(Arc<Store<i64>>),
+    I32(Arc<Store<i32>>),
+    I16(Arc<Store<i16>>),
+    I8(Arc<Store<i8>>),
+    U64(Arc<Store<u64>>),
+    U32(Arc<Store<u32>>),
+    U16(Arc<Store<u16>>),
+    U8(Arc<Store<u8>>),
+    Bool(Arc<Store<bool>>),
+}
+
+/// The elements of a buffer: owned, or borrowed from a constant tensor's
+/// storage (a memory-mapped bundle) so weights are never copied at load.
+#[derive(Debug)]
+pub(crate) enum Store<T> {
+    /// Elements owned by the executor.
+    Owned(Vec<T>),
+    /// Elements viewed in place in an (aligned) constant tensor.
+    Borrowed(Tensor),
+}
+
+impl<T: Elem> std::ops::Deref for Store<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        match self {
+            Store::Owned(v) => v,
+            // Alignment and dtype were checked when the store was made.
+            Store::Borrowed(t) => T::cast_bytes(t.bytes()),
+        }
+    }
 }
 
 /// A runtime tensor: shape and row-major data.
@@ -69,6 +90,9 @@ pub(crate) trait Elem:
     const DTYPE: DType;
     /// Wraps a vector as [`Data`].
     fn wrap(v: Vec<Self>) -> Data;
+    /// Views aligned little-endian bytes as elements (empty for bool, which
+    /// is never borrowed).
+    fn cast_bytes(b: &[u8]) -> &[Self];
     /// The slice when `d` holds this type.
     fn view(d: &Data) -> Option<&[Self]>;
     /// Converts to f64 (bool → 0/1).
@@ -99,7 +123,8 @@ macro_rules! elem_int {
     ($($t:ty => $v:ident),*) => {$(
         impl Elem for $t {
             const DTYPE: DType = DType::$v;
-            fn wrap(v: Vec<Self>) -> Data { Data::$v(Arc::new(v)) }
+            fn wrap(v: Vec<Self>) -> Data { Data::$v(Arc::new(Store::Owned(v))) }
+            fn cast_bytes(b: &[u8]) -> &[Self] { bytemuck::cast_slice(b) }
             fn view(d: &Data) -> Option<&[Self]> { if let Data::$v(x) = d { Some(x) } else { None } }
             fn to_f64(self) -> f64 { self as f64 }
             fn from_f64(v: f64) -> Self { v as $t }
@@ -115,7 +140,8 @@ macro_rules! elem_float {
     ($($t:ty => $v:ident),*) => {$(
         impl Elem for $t {
             const DTYPE: DType = DType::$v;
-            fn wrap(v: Vec<Self>) -> Data { Data::$v(Arc::new(v)) }
+            fn wrap(v: Vec<Self>) -> Data { Data::$v(Arc::new(Store::Owned(v))) }
+            fn cast_bytes(b: &[u8]) -> &[Self] { bytemuck::cast_slice(b) }
             fn view(d: &Data) -> Option<&[Self]> { if let Data::$v(x) = d { Some(x) } else { None } }
             fn to_f64(self) -> f64 { self as f64 }
             fn from_f64(v: f64) -> Self { v as $t }
@@ -132,7 +158,8 @@ macro_rules! elem_half {
     ($($t:ty => $v:ident),*) => {$(
         impl Elem for $t {
             const DTYPE: DType = DType::$v;
-            fn wrap(v: Vec<Self>) -> Data { Data::$v(Arc::new(v)) }
+            fn wrap(v: Vec<Self>) -> Data { Data::$v(Arc::new(Store::Owned(v))) }
+            fn cast_bytes(b: &[u8]) -> &[Self] { bytemuck::cast_slice(b) }
             fn view(d: &Data) -> Option<&[Self]> { if let Data::$v(x) = d { Some(x) } else { None } }
             fn to_f64(self) -> f64 { <$t>::to_f64(self) }
             fn from_f64(v: f64) -> Self { <$t>::from_f64(v) }
@@ -148,7 +175,10 @@ elem_half!(f16 => F16, bf16 => BF16);
 impl Elem for bool {
     const DTYPE: DType = DType::Bool;
     fn wrap(v: Vec<Self>) -> Data {
-        Data::Bool(Arc::new(v))
+        Data::Bool(Arc::new(Store::Owned(v)))
+    }
+    fn cast_bytes(_: &[u8]) -> &[Self] {
+        &[]
     }
     fn view(d: &Data) -> Option<&[Self]> {
         if let Data::Bool(x) = d {
@@ -380,7 +410,7 @@ impl Value {
         })
     }
 
-    /// Converts an IR tensor (copies the bytes once).
+    /// Converts an IR tensor: aligned storage is borrowed, the rest copied once.
     pub fn from_tensor(t: &Tensor) -> Value {
         let shape = t.dims().to_vec();
         if t.dtype() == DType::Bool {
@@ -389,22 +419,26 @@ impl Value {
                 t.bytes().iter().map(|&b| b != 0).collect::<Vec<bool>>(),
             );
         }
-        fn conv<T: Elem + bytemuck::Pod>(t: &Tensor) -> Vec<T> {
-            bytemuck::pod_collect_to_vec(t.bytes())
+        fn conv<T: Elem + bytemuck::Pod + kiln_ir::Element>(t: &Tensor) -> Arc<Store<T>> {
+            match t.as_slice::<T>() {
+                // Aligned storage of the right dtype is viewed in place.
+                Ok(Some(_)) => Arc::new(Store::Borrowed(t.clone())),
+                _ => Arc::new(Store::Owned(bytemuck::pod_collect_to_vec(t.bytes()))),
+            }
         }
         let data = match t.dtype() {
-            DType::F32 => Data::F32(Arc::new(conv(t))),
-            DType::F16 => Data::F16(Arc::new(conv(t))),
-            DType::BF16 => Data::BF16(Arc::new(conv(t))),
-            DType::F64 => Data::F64(Arc::new(conv(t))),
-            DType::I64 => Data::I64(Arc::new(conv(t))),
-            DType::I32 => Data::I32(Arc::new(conv(t))),
-            DType::I16 => Data::I16(Arc::new(conv(t))),
-            DType::I8 => Data::I8(Arc::new(conv(t))),
-            DType::U64 => Data::U64(Arc::new(conv(t))),
-            DType::U32 => Data::U32(Arc::new(conv(t))),
-            DType::U16 => Data::U16(Arc::new(conv(t))),
-            DType::U8 => Data::U8(Arc::new(conv(t))),
+            DType::F32 => Data::F32(conv(t)),
+            DType::F16 => Data::F16(conv(t)),
+            DType::BF16 => Data::BF16(conv(t)),
+            DType::F64 => Data::F64(conv(t)),
+            DType::I64 => Data::I64(conv(t)),
+            DType::I32 => Data::I32(conv(t)),
+            DType::I16 => Data::I16(conv(t)),
+            DType::I8 => Data::I8(conv(t)),
+            DType::U64 => Data::U64(conv(t)),
+            DType::U32 => Data::U32(conv(t)),
+            DType::U16 => Data::U16(conv(t)),
+            DType::U8 => Data::U8(conv(t)),
             DType::Bool => unreachable!("handled above"),
         };
         Value { shape, data }
