@@ -22,6 +22,10 @@
 //! - Resize counts per output element `2·2^a` (linear) or `2·4^a` (cubic)
 //!   for `a` resized axes, 0 for nearest; scatters with a reduction 1 per
 //!   update element; NonZero 1 per input element;
+//! - Attention counts `2·B·Hq·Sq·Skv·D` for Q·Kᵀ, `2·B·Hq·Sq·Skv·Dv` for
+//!   the product with V and 5 per score for the softmax, where `Skv`
+//!   includes the past keys (causal masking is not discounted: kernels may
+//!   or may not skip masked blocks); RotaryEmbedding 3 per output element;
 //! - movement, indexing and generating ops (Reshape, Transpose, Gather, Pad,
 //!   Identity, Dropout, Range, ...) count 0 flops.
 //!
@@ -212,6 +216,19 @@ fn flops(op: &Op, inputs: &[Option<(usize, Vec<u64>)>], outputs: &[(usize, Vec<u
         Lrn { size, .. } => per(size.saturating_mul(2).saturating_add(4)),
         Softmax { .. } | LogSoftmax { .. } => per(5),
         Hardmax { .. } => per(2),
+        Attention {
+            q_num_heads,
+            kv_num_heads,
+            ..
+        } => attention_flops(
+            dims(0),
+            dims(1),
+            dims(2),
+            dims(4),
+            *q_num_heads,
+            *kv_num_heads,
+        ),
+        RotaryEmbedding { .. } => per(3),
 
         Reduce { .. }
         | ArgReduce { .. }
@@ -267,6 +284,38 @@ fn flops(op: &Op, inputs: &[Option<(usize, Vec<u64>)>], outputs: &[(usize, Vec<u
     }
 }
 
+/// FLOPs of scaled dot-product attention from the Q, K, V and past_key
+/// shapes (3-d inputs split by the head-count attributes); 0 when malformed.
+fn attention_flops(
+    q: Option<&[u64]>,
+    k: Option<&[u64]>,
+    v: Option<&[u64]>,
+    past: Option<&[u64]>,
+    q_heads: i64,
+    kv_heads: i64,
+) -> u64 {
+    let split = |hidden: u64, heads: i64| hidden.checked_div(heads.max(0) as u64).unwrap_or(0);
+    let (b, hq, sq, d) = match q {
+        Some([b, h, s, d]) => (*b, *h, *s, *d),
+        Some([b, s, hidden]) => (*b, q_heads.max(0) as u64, *s, split(*hidden, q_heads)),
+        _ => return 0,
+    };
+    let skv = match k {
+        Some([_, _, s, _]) | Some([_, s, _]) => *s,
+        _ => return 0,
+    };
+    let dv = match v {
+        Some([_, _, _, dv]) => *dv,
+        Some([_, _, hidden]) => split(*hidden, kv_heads),
+        _ => return 0,
+    };
+    let skv = skv.saturating_add(past.and_then(|p| p.get(2).copied()).unwrap_or(0));
+    let scores = prod(&[b, hq, sq, skv]);
+    scores
+        .saturating_mul(d.saturating_add(dv).saturating_mul(2))
+        .saturating_add(scores.saturating_mul(5))
+}
+
 /// Totals over the graph with symbolic dimensions bound to `bindings`;
 /// errors name a value whose shape stays unresolved.
 pub fn graph_cost(g: &Graph, bindings: &BTreeMap<String, u64>) -> Result<Cost, String> {
@@ -297,4 +346,65 @@ pub fn graph_cost(g: &Graph, bindings: &BTreeMap<String, u64>) -> Result<Cost, S
         total += node_cost(&n.op, &ins?, &outs?);
     }
     Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Float;
+
+    fn f32s(d: &[u64]) -> Option<(usize, Vec<u64>)> {
+        Some((4, d.to_vec()))
+    }
+
+    #[test]
+    fn attention_cost_3d_and_4d_agree() {
+        let op = |q, kv| Op::Attention {
+            is_causal: true,
+            q_num_heads: q,
+            kv_num_heads: kv,
+            scale: None,
+            softcap: Float(0.0),
+            qk_matmul_output_mode: 0,
+            softmax_precision: None,
+        };
+        // 9 query heads of 64 over 3 KV heads, 512 tokens.
+        let scores: u64 = 9 * 512 * 512;
+        let want = scores * 2 * 64 * 2 + scores * 5;
+        let c3 = node_cost(
+            &op(9, 3),
+            &[
+                f32s(&[1, 512, 576]),
+                f32s(&[1, 512, 192]),
+                f32s(&[1, 512, 192]),
+            ],
+            &[(4, vec![1, 512, 576])],
+        );
+        assert_eq!(c3.flops, want);
+        assert_eq!(c3.bytes_read, 4 * 512 * (576 + 192 + 192));
+        let c4 = node_cost(
+            &op(0, 0),
+            &[
+                f32s(&[1, 9, 512, 64]),
+                f32s(&[1, 3, 512, 64]),
+                f32s(&[1, 3, 512, 64]),
+            ],
+            &[(4, vec![1, 9, 512, 64])],
+        );
+        assert_eq!(c4.flops, want);
+        // Past keys lengthen the key sequence: 1 new token over 511 cached.
+        let c = node_cost(
+            &op(0, 0),
+            &[
+                f32s(&[1, 9, 1, 64]),
+                f32s(&[1, 3, 1, 64]),
+                f32s(&[1, 3, 1, 64]),
+                None,
+                f32s(&[1, 3, 511, 64]),
+                f32s(&[1, 3, 511, 64]),
+            ],
+            &[(4, vec![1, 9, 1, 64])],
+        );
+        assert_eq!(c.flops, 9 * 512 * (2 * 64 * 2 + 5));
+    }
 }

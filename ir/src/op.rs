@@ -765,6 +765,52 @@ pub enum Op {
     },
     /// Resize: X, optional roi, optional scales, optional sizes.
     Resize(ResizeAttrs),
+
+    // ---- attention ----
+    /// Scaled dot-product attention (ONNX `Attention`, opsets 23 and 24):
+    /// Q, K, V, [attn_mask], [past_key], [past_value], [nonpad_kv_seqlen]
+    /// → Y, [present_key], [present_value], [qk_matmul_output].
+    ///
+    /// Q, K and V are either 3-d `[batch, seq, heads·head_size]` (with the
+    /// head counts given) or 4-d `[batch, heads, seq, head_size]`. Fewer KV
+    /// heads than Q heads is grouped-query attention: Q head `h` reads KV
+    /// head `h / (q_heads / kv_heads)`. A bool mask keeps the keys where it
+    /// is true; any other mask is added to the scores; a mask shorter than
+    /// the key sequence is padded with "masked". Causal masking is aligned
+    /// bottom-right (query `i` sees key `j ≤ i + offset`, the offset being
+    /// the past length, or `nonpad_kv_seqlen - q_seq` per batch). A query row
+    /// with every key masked gives zeros.
+    Attention {
+        /// Apply the causal mask.
+        is_causal: bool,
+        /// Number of Q heads of 3-d inputs; 0 when Q is 4-d.
+        q_num_heads: i64,
+        /// Number of K/V heads of 3-d inputs; 0 when K/V are 4-d.
+        kv_num_heads: i64,
+        /// Scale of Q·Kᵀ; `None` means 1/√head_size.
+        scale: Option<Float>,
+        /// Scores become `softcap · tanh(scores / softcap)` before the mask; 0 is off.
+        softcap: Float,
+        /// What output 3 holds: 0 the scaled Q·Kᵀ, 1 after softcap, 2 after
+        /// the mask is added, 3 the softmax probabilities.
+        qk_matmul_output_mode: i64,
+        /// Element type the softmax is computed in; `None` means Q's.
+        softmax_precision: Option<DType>,
+    },
+    /// Rotary position embedding (ONNX `RotaryEmbedding`, opset 23):
+    /// X, cos_cache, sin_cache, [position_ids] → Y.
+    ///
+    /// X is `[batch, heads, seq, head_size]` or `[batch, seq, heads·head_size]`.
+    /// With position ids (`[batch, seq]`) the caches are `[max_pos, dim/2]`
+    /// tables indexed by them; without, the caches are `[batch, seq, dim/2]`.
+    RotaryEmbedding {
+        /// Pairs are adjacent elements (x0, x1) instead of the two halves.
+        interleaved: bool,
+        /// Number of heads of a 3-d X; 0 when X is 4-d.
+        num_heads: i64,
+        /// Leading elements of each head that are rotated; 0 means all.
+        rotary_embedding_dim: i64,
+    },
 }
 
 impl Op {

@@ -95,3 +95,70 @@ fn parse_errors_name_the_line() {
         .message
         .contains("no weight data"));
 }
+
+#[test]
+fn attention_ops_round_trip() {
+    let mut g = Graph::new("attn");
+    let f = |dims: &[u64]| ValueType::new(DType::F32, Shape::fixed(dims));
+    let q = g.add_value("q", f(&[1, 4, 576]));
+    let kv = g.add_value("kv", f(&[1, 4, 192]));
+    let cos = g.add_value("cos", f(&[4, 32]));
+    let ids = g.add_value("ids", ValueType::new(DType::I64, Shape::fixed(&[1, 4])));
+    let mask = g.add_value(
+        "mask",
+        ValueType::new(DType::Bool, Shape::fixed(&[1, 1, 4, 4])),
+    );
+    g.inputs.extend([q, kv, cos, ids, mask]);
+    let qr = g.add_value("qr", f(&[1, 4, 576]));
+    g.add_node(Node {
+        name: "rope".into(),
+        op: Op::RotaryEmbedding {
+            interleaved: true,
+            num_heads: 9,
+            rotary_embedding_dim: 0,
+        },
+        inputs: vec![Some(q), Some(cos), Some(cos), Some(ids)],
+        outputs: vec![qr],
+    });
+    let y = g.add_value("y", f(&[1, 4, 576]));
+    let pk = g.add_value("present_k", f(&[1, 3, 4, 64]));
+    let pv = g.add_value("present_v", f(&[1, 3, 4, 64]));
+    let scores = g.add_value("scores", f(&[1, 9, 4, 4]));
+    g.add_node(Node {
+        name: "attn".into(),
+        op: Op::Attention {
+            is_causal: true,
+            q_num_heads: 9,
+            kv_num_heads: 3,
+            scale: Some(Float(0.125)),
+            softcap: Float(30.0),
+            qk_matmul_output_mode: 3,
+            softmax_precision: Some(DType::F32),
+        },
+        inputs: vec![Some(qr), Some(kv), Some(kv), Some(mask)],
+        outputs: vec![y, pk, pv, scores],
+    });
+    let y2 = g.add_value("y2", f(&[1, 4, 576]));
+    g.add_node(Node {
+        name: "attn_default".into(),
+        op: Op::Attention {
+            is_causal: false,
+            q_num_heads: 9,
+            kv_num_heads: 3,
+            scale: None,
+            softcap: Float(0.0),
+            qk_matmul_output_mode: 0,
+            softmax_precision: None,
+        },
+        inputs: vec![Some(y), Some(kv), Some(kv)],
+        outputs: vec![y2],
+    });
+    g.outputs.extend([y2, scores]);
+    let text = print(&g);
+    verify::verify(&g).unwrap();
+    let back = parse(&text, &external_weights(&g)).unwrap();
+    assert_eq!(print(&back), text);
+    assert_eq!(back.nodes, g.nodes);
+    assert!(text.contains("RotaryEmbedding(interleaved:true"), "{text}");
+    assert!(text.contains("scale:Some(0.125)"), "{text}");
+}

@@ -1,7 +1,8 @@
 //! Timing of the CPU executor's hot kernels: `cargo bench -p kiln-runtime`.
 //!
 //! Plain `main` (no harness dependency): each case runs a few warm-up
-//! iterations, then reports the best of several timed runs.
+//! iterations, then reports the best of several timed runs. A word after
+//! `--` runs only the cases whose name contains it.
 
 use kiln_ir::{Float, Op, Tensor};
 use kiln_runtime::cpu::eval_node;
@@ -24,6 +25,12 @@ fn t(dims: &[usize]) -> Tensor {
 }
 
 fn bench(name: &str, flops: f64, op: &Op, inputs: &[Option<&Tensor>]) {
+    // `cargo bench -p kiln-runtime -- WORD` runs the cases whose name contains WORD.
+    if let Some(f) = std::env::args().skip(1).find(|a| !a.starts_with('-')) {
+        if !name.contains(f.as_str()) {
+            return;
+        }
+    }
     for _ in 0..3 {
         eval_node(op, inputs, 1).expect("kernel runs");
     }
@@ -139,4 +146,47 @@ fn main() {
     );
     let (x, y) = (t(&[1, 257, 1536]), t(&[1536]));
     bench("add bias [257,1536]", 0.0, &Op::Add, &[Some(&x), Some(&y)]);
+    // SmolLM2 prefill: 512 tokens, 9 query heads over 3 KV heads of 64, causal.
+    // Useful flops: the causal half of 2·2·H·S²·D.
+    let attn = |causal, q, kv| Op::Attention {
+        is_causal: causal,
+        q_num_heads: q,
+        kv_num_heads: kv,
+        scale: None,
+        softcap: Float(0.0),
+        qk_matmul_output_mode: 0,
+        softmax_precision: None,
+    };
+    let (q, kv) = (t(&[1, 512, 576]), t(&[1, 512, 192]));
+    bench(
+        "attention causal gqa 512 tok 9/3 heads x64",
+        2.0 * 2.0 * 9.0 * 512.0 * 512.0 * 64.0 / 2.0,
+        &attn(true, 9, 3),
+        &[Some(&q), Some(&kv), Some(&kv)],
+    );
+    // MiniLM: batch 8, 128 tokens, 12 heads of 32, bool padding mask [8,1,1,128].
+    let (q, kv) = (t(&[8, 128, 384]), t(&[8, 128, 384]));
+    let mask: Vec<u8> = (0..8 * 128)
+        .map(|i| u8::from(i % 128 < 64 + 8 * (i / 128)))
+        .collect();
+    let mask =
+        Tensor::from_raw(kiln_ir::DType::Bool, vec![8, 1, 1, 128], &mask).expect("sizes match");
+    bench(
+        "attention bool mask 8x128 tok 12 heads x32",
+        2.0 * 2.0 * 8.0 * 12.0 * 128.0 * 128.0 * 32.0,
+        &attn(false, 12, 12),
+        &[Some(&q), Some(&kv), Some(&kv), Some(&mask)],
+    );
+    let (x, cos) = (t(&[1, 512, 576]), t(&[512, 32]));
+    let ids = Tensor::from_vec(vec![1, 512], (0..512i64).collect()).expect("sizes match");
+    bench(
+        "rotary 512 tok 9 heads x64",
+        0.0,
+        &Op::RotaryEmbedding {
+            interleaved: false,
+            num_heads: 9,
+            rotary_embedding_dim: 0,
+        },
+        &[Some(&x), Some(&cos), Some(&cos), Some(&ids)],
+    );
 }

@@ -13,8 +13,9 @@
 //!
 //! The code is split by op family: [`broadcast`] (numpy broadcasting, shared
 //! with other crates), `elementwise`, `linalg`, `conv`, `norm`, `reduce`,
-//! `movement`, `index`, `generate` and `resize`.
+//! `movement`, `index`, `generate`, `resize` and `attention`.
 
+mod attention;
 pub mod broadcast;
 mod conv;
 mod elementwise;
@@ -48,7 +49,7 @@ pub(crate) type R<T> = Result<T, InferError>;
 /// `inputs[i]` is the type of operand i (`None` when the optional operand is
 /// absent); `consts[i]` its value when known at compile time (shape tensors,
 /// axes, pads). Returns one type per output the op produces: its required
-/// outputs (`Dropout`, `LayerNorm` and `Pool` return only their first; `TopK`
+/// outputs (`Dropout`, `LayerNorm`, `Pool` and `Attention` return only their first; `TopK`
 /// both), and for `Split` one per size given by the attribute or the constant
 /// (or statically sized) `split` operand. Use [`infer_node_with_outputs`] when
 /// the node's output count is known, e.g. for `Split` with `num_outputs` or to
@@ -64,7 +65,8 @@ pub fn infer_node(
 /// Infers the result types of a node that has `num_outputs` results.
 ///
 /// Ops with optional outputs (`Dropout` mask, `LayerNorm` mean and inverse
-/// standard deviation, max-`Pool` indices) return that many types; `Split`
+/// standard deviation, max-`Pool` indices, `Attention` present key/value and
+/// scores) return that many types; `Split`
 /// without explicit sizes splits into `num_outputs` equal parts (the last one
 /// smaller when the axis does not divide evenly, as ONNX does). A count the
 /// op cannot produce is an error.
@@ -111,6 +113,7 @@ fn output_range(op: &Op) -> (usize, usize) {
         Op::Dropout => (1, 2),
         Op::TopK { .. } => (2, 2),
         Op::LayerNorm { .. } => (1, 3),
+        Op::Attention { .. } => (1, 4),
         Op::Pool {
             kind: crate::PoolKind::Max,
             ..
@@ -274,6 +277,29 @@ fn dispatch(cx: &Ctx) -> R<Vec<ValueType>> {
         EyeLike { dtype, .. } => one(generate::eye_like(cx, *dtype)?),
 
         Resize(attrs) => one(resize::resize(cx, attrs)?),
+
+        Attention {
+            q_num_heads,
+            kv_num_heads,
+            qk_matmul_output_mode,
+            softmax_precision,
+            ..
+        } => attention::attention(
+            cx,
+            *q_num_heads,
+            *kv_num_heads,
+            *qk_matmul_output_mode,
+            *softmax_precision,
+        ),
+        RotaryEmbedding {
+            num_heads,
+            rotary_embedding_dim,
+            ..
+        } => one(attention::rotary_embedding(
+            cx,
+            *num_heads,
+            *rotary_embedding_dim,
+        )?),
     }
 }
 

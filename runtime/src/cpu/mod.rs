@@ -15,6 +15,7 @@
     clippy::if_same_then_else
 )]
 
+mod attention;
 mod conv;
 mod elementwise;
 mod gather;
@@ -25,6 +26,7 @@ mod ops;
 mod pool;
 mod reduce;
 mod resize;
+mod rotary;
 mod value;
 
 use crate::RuntimeError;

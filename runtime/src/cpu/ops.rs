@@ -1,7 +1,10 @@
 //! Maps each [`Op`] to its kernel.
 
 use super::value::{arg, bail, opt, KResult, Value};
-use super::{conv, elementwise as ew, gather, matmul, movement as mv, norm, pool, reduce, resize};
+use super::{
+    attention, conv, elementwise as ew, gather, matmul, movement as mv, norm, pool, reduce, resize,
+    rotary,
+};
 use kiln_ir::{DType, Op};
 
 /// Axes given either as an attribute or as an optional operand.
@@ -351,6 +354,36 @@ pub(crate) fn eval(op: &Op, inputs: &[Option<&Value>], num_outputs: usize) -> KR
             opt(inputs, 3),
             attrs,
         )?),
+        Op::Attention {
+            is_causal,
+            q_num_heads,
+            kv_num_heads,
+            scale,
+            softcap,
+            qk_matmul_output_mode,
+            softmax_precision,
+        } => {
+            let attrs = attention::AttnAttrs {
+                is_causal: *is_causal,
+                q_num_heads: *q_num_heads,
+                kv_num_heads: *kv_num_heads,
+                scale: scale.map(|s| s.0),
+                softcap: softcap.0,
+                qk_mode: *qk_matmul_output_mode,
+                softmax_precision: *softmax_precision,
+            };
+            attention::attention(inputs, &attrs, num_outputs)
+        }
+        Op::RotaryEmbedding {
+            interleaved,
+            num_heads,
+            rotary_embedding_dim,
+        } => one(rotary::rotary_embedding(
+            inputs,
+            *interleaved,
+            *num_heads,
+            *rotary_embedding_dim,
+        )?),
     }
 }
 
@@ -362,7 +395,9 @@ pub(crate) fn rejects(op: &Op, dt: DType) -> bool {
         | Op::Softmax { .. }
         | Op::LogSoftmax { .. }
         | Op::LayerNorm { .. }
-        | Op::RmsNorm { .. } => !dt.is_float(),
+        | Op::RmsNorm { .. }
+        | Op::Attention { .. }
+        | Op::RotaryEmbedding { .. } => !dt.is_float(),
         Op::MatMul | Op::Gemm { .. } => dt == DType::Bool,
         _ => false,
     }

@@ -4,6 +4,7 @@
 //! more IR nodes to the [`Builder`]. Handlers normalise opset differences so
 //! that every IR op has a single meaning (see `kiln_ir::Op`).
 
+mod attention;
 mod conv_pool;
 mod elementwise;
 mod linalg;
@@ -212,6 +213,8 @@ fn table() -> &'static HashMap<&'static str, Handler> {
         add(&["DepthToSpace", "SpaceToDepth"], shape::depth_space);
         add(&["Resize"], shape::resize);
         add(&["Upsample"], shape::upsample);
+        add(&["Attention"], attention::attention);
+        add(&["RotaryEmbedding"], attention::rotary_embedding);
         m
     })
 }
