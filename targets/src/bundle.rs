@@ -1,4 +1,4 @@
-//! Writing Kiln bundles (format v1), the files the runtime loads.
+//! Writing Kiln bundles (format version 2), the files the runtime loads.
 //!
 //! The layout is specified in `docs/bundle.md`; its types and constants live
 //! in `kiln_runtime::bundle::format`, so the reader and this writer cannot
@@ -17,8 +17,9 @@
 
 use kiln_ir::{text, Graph, Tensor};
 use kiln_runtime::bundle::format::{
-    align_up, sha256_hex, to_hex, GraphSummary, Manifest, SectionRef, SourceInfo, ValueSummary,
-    WeightEntry, WeightsSection, FORMAT_VERSION, HEADER_LEN, MAGIC,
+    align_up, check_asset_name, sha256_hex, to_hex, AssetEntry, AssetsSection, GraphSummary,
+    Manifest, SectionRef, SourceInfo, ValueSummary, WeightEntry, WeightsSection, FORMAT_VERSION,
+    HEADER_LEN, MAGIC,
 };
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -33,7 +34,8 @@ pub const KILN_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// not dominate when writing or hashing hundreds of megabytes.
 const IO_BUFFER: usize = 1 << 20;
 
-/// What the manifest records beside the graph: target, source and options.
+/// What the bundle records beside the graph: target, source, options and
+/// assets.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct BundleInfo {
     /// Target the graph was compiled for (e.g. `cpu`).
@@ -41,24 +43,31 @@ pub struct BundleInfo {
     /// File name of the source model. A path is reduced to its last
     /// component when written, so a bundle never records where it was built.
     pub source_name: String,
-    /// SHA-256 of the source file, lowercase hex (see [`sha256_file`]).
+    /// SHA-256 of the source file or folder, lowercase hex (see
+    /// [`sha256_source`]).
     pub source_sha256: String,
     /// Free-form compiler options and statistics (pipeline, passes run,
     /// stats). Use only values that do not vary between runs of the same
     /// compilation (no timings, thread counts or paths), or the bundle stops
     /// being reproducible.
     pub options: BTreeMap<String, serde_json::Value>,
+    /// Named files stored verbatim beside the graph (`tokenizer.json`,
+    /// `config.json`, ...), keyed by a relative `/`-separated name that
+    /// [`check_asset_name`] accepts. Empty means no assets section.
+    pub assets: BTreeMap<String, Vec<u8>>,
 }
 
 impl BundleInfo {
-    /// Info for a graph compiled from the model file at `source`: records its
-    /// file name and hashes it. Options start empty.
+    /// Info for a graph compiled from the model at `source`, a file or a
+    /// model folder: records its name and hashes it with [`sha256_source`].
+    /// Options and assets start empty.
     pub fn for_source(target: impl Into<String>, source: &Path) -> Result<Self, BundleWriteError> {
         Ok(BundleInfo {
             target: target.into(),
             source_name: file_name_of(source),
-            source_sha256: sha256_file(source)?,
+            source_sha256: sha256_source(source)?,
             options: BTreeMap::new(),
+            assets: BTreeMap::new(),
         })
     }
 }
@@ -72,6 +81,8 @@ pub struct WriteReport {
     pub weight_count: usize,
     /// Bytes of weight data, alignment padding excluded.
     pub weights_bytes: u64,
+    /// Bytes of asset data, alignment padding excluded.
+    pub assets_bytes: u64,
     /// SHA-256 of the whole file, lowercase hex.
     pub sha256: String,
 }
@@ -126,11 +137,113 @@ pub fn sha256_file(path: &Path) -> Result<String, BundleWriteError> {
     Ok(to_hex(&hasher.finalize()))
 }
 
+/// SHA-256 identifying the model at `path`, lowercase hex.
+///
+/// For a file it is the file's SHA-256 ([`sha256_file`]). For a folder (a
+/// Hugging Face model directory) it is the SHA-256 of a canonical listing in
+/// `sha256sum` style: one line `"<sha256-hex>  <relative/path>\n"` per file
+/// under the folder, recursively, sorted by relative path (`/`-separated,
+/// compared byte by byte). Entries whose name starts with `.` (and
+/// everything under such folders) are skipped, as are entries that are
+/// neither files nor folders. A symbolic link to a file counts as that file,
+/// since Hugging Face caches link snapshot files to blobs; links to folders
+/// are not followed, which rules out cycles. The hash changes exactly when
+/// a file's content or name changes, never with timestamps or permissions.
+pub fn sha256_source(path: &Path) -> Result<String, BundleWriteError> {
+    let meta = std::fs::metadata(path).map_err(read_error(path))?;
+    if !meta.is_dir() {
+        return sha256_file(path);
+    }
+    let mut files = Vec::new();
+    collect_files(path, String::new(), &mut files)?;
+    files.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut listing = Sha256::new();
+    for (rel, full) in &files {
+        let sha = sha256_file(full)?;
+        listing.update(format!("{sha}  {rel}\n").as_bytes());
+    }
+    Ok(to_hex(&listing.finalize()))
+}
+
+/// Appends `(relative path, full path)` for every file under `dir`,
+/// following the rules of [`sha256_source`]; `prefix` is `dir`'s relative
+/// path with a trailing `/`, or empty at the top.
+fn collect_files(
+    dir: &Path,
+    prefix: String,
+    out: &mut Vec<(String, PathBuf)>,
+) -> Result<(), BundleWriteError> {
+    let err = read_error;
+    for entry in std::fs::read_dir(dir).map_err(err(dir))? {
+        let entry = entry.map_err(err(dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        let full = entry.path();
+        let rel = format!("{prefix}{name}");
+        // `file_type` does not follow links; `metadata` on the path does.
+        let kind = entry.file_type().map_err(err(&full))?;
+        if kind.is_dir() {
+            collect_files(&full, format!("{rel}/"), out)?;
+        } else if kind.is_file() {
+            out.push((rel, full));
+        } else if kind.is_symlink() {
+            // A dangling link is skipped like any other non-file entry.
+            if std::fs::metadata(&full).is_ok_and(|m| m.is_file()) {
+                out.push((rel, full));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The last component of `path`, or the whole of it when it has none.
 fn file_name_of(path: &Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| path.to_string_lossy().into_owned())
+}
+
+/// Turns an I/O error on `path` into [`BundleWriteError::Read`].
+fn read_error(path: &Path) -> impl FnOnce(io::Error) -> BundleWriteError {
+    let path = path.to_path_buf();
+    move |source| BundleWriteError::Read { path, source }
+}
+
+/// One asset, placed.
+struct PlacedAsset<'a> {
+    name: &'a str,
+    bytes: &'a [u8],
+    /// Offset from the start of the assets section.
+    rel_offset: u64,
+}
+
+/// Lays out byte strings one after another, each at a multiple of
+/// [`ALIGNMENT`](kiln_runtime::bundle::ALIGNMENT) relative to the section
+/// start; returns each start and the section's length, or `None` on overflow.
+fn layout<'a>(items: impl IntoIterator<Item = &'a [u8]>) -> Option<(Vec<u64>, u64)> {
+    let mut starts = Vec::new();
+    let mut end = 0u64;
+    for bytes in items {
+        let start = align_up(end)?;
+        end = start.checked_add(bytes.len() as u64)?;
+        starts.push(start);
+    }
+    Some((starts, end))
+}
+
+/// SHA-256 of a section as [`layout`] places `items` (zeros between them),
+/// lowercase hex, so the manifest can carry it before the bytes are written.
+fn section_sha256<'a>(items: impl IntoIterator<Item = (u64, &'a [u8])>) -> String {
+    let mut hasher = Sha256::new();
+    let mut pos = 0u64;
+    for (rel_offset, bytes) in items {
+        feed_zeros(&mut hasher, rel_offset - pos);
+        hasher.update(bytes);
+        pos = rel_offset + bytes.len() as u64;
+    }
+    to_hex(&hasher.finalize())
 }
 
 /// One external weight, placed.
@@ -163,35 +276,48 @@ pub fn write_bundle(
     text::parse(&graph_text, &weights)
         .map_err(|e| invalid(format!("the graph does not survive its text form: {e}")))?;
 
+    // Asset names become file names when a bundle is unpacked; refuse now
+    // what the reader would refuse later.
+    for name in info.assets.keys() {
+        check_asset_name(name).map_err(invalid)?;
+    }
+
     // Weights in name order (the map's order), each at an aligned offset.
-    let mut placed = Vec::with_capacity(weights.len());
-    let mut rel_end = 0u64;
-    for (name, tensor) in weights {
-        let rel_offset = align_up(rel_end).ok_or_else(overflow)?;
-        rel_end = rel_offset
-            .checked_add(tensor.bytes().len() as u64)
-            .ok_or_else(overflow)?;
-        placed.push(Placed {
+    let (starts, weights_len) = layout(weights.values().map(|t| t.bytes())).ok_or_else(overflow)?;
+    let placed: Vec<Placed> = weights
+        .into_iter()
+        .zip(starts)
+        .map(|((name, tensor), rel_offset)| Placed {
             name,
             tensor,
             rel_offset,
-        });
-    }
-    let weights_len = rel_end;
+        })
+        .collect();
     let weights_bytes: u64 = placed.iter().map(|p| p.tensor.bytes().len() as u64).sum();
-
     // Hash the weights section as it will be laid out, padding included, so
     // the manifest (written before the weights) can carry the checksums.
-    let mut section_hasher = Sha256::new();
-    let mut weight_hashes = Vec::with_capacity(placed.len());
-    let mut pos = 0u64;
-    for p in &placed {
-        feed_zeros(&mut section_hasher, p.rel_offset - pos);
-        section_hasher.update(p.tensor.bytes());
-        weight_hashes.push(sha256_hex(p.tensor.bytes()));
-        pos = p.rel_offset + p.tensor.bytes().len() as u64;
-    }
-    let weights_sha = to_hex(&section_hasher.finalize());
+    let weight_hashes: Vec<String> = placed
+        .iter()
+        .map(|p| sha256_hex(p.tensor.bytes()))
+        .collect();
+    let weights_sha = section_sha256(placed.iter().map(|p| (p.rel_offset, p.tensor.bytes())));
+
+    // Assets likewise, in name order, after the weights.
+    let (starts, assets_len) =
+        layout(info.assets.values().map(Vec::as_slice)).ok_or_else(overflow)?;
+    let placed_assets: Vec<PlacedAsset> = info
+        .assets
+        .iter()
+        .zip(starts)
+        .map(|((name, bytes), rel_offset)| PlacedAsset {
+            name,
+            bytes,
+            rel_offset,
+        })
+        .collect();
+    let assets_bytes: u64 = placed_assets.iter().map(|a| a.bytes.len() as u64).sum();
+    let asset_hashes: Vec<String> = placed_assets.iter().map(|a| sha256_hex(a.bytes)).collect();
+    let assets_sha = section_sha256(placed_assets.iter().map(|a| (a.rel_offset, a.bytes)));
 
     // The manifest records absolute offsets, which depend on the manifest's
     // own length. Offsets only grow as the data start moves later, so the
@@ -199,7 +325,8 @@ pub fn write_bundle(
     let build = |data_start: u64| -> Option<Manifest> {
         let graph_offset = data_start;
         let weights_offset = align_up(graph_offset.checked_add(graph_text.len() as u64)?)?;
-        weights_offset.checked_add(weights_len)?;
+        let assets_offset = align_up(weights_offset.checked_add(weights_len)?)?;
+        assets_offset.checked_add(assets_len)?;
         let tensors = placed
             .iter()
             .zip(&weight_hashes)
@@ -233,6 +360,22 @@ pub fn write_bundle(
                 sha256: weights_sha.clone(),
                 tensors,
             },
+            // No assets, no section: the layout is then exactly version 1's.
+            assets: (!placed_assets.is_empty()).then(|| AssetsSection {
+                offset: assets_offset,
+                length: assets_len,
+                sha256: assets_sha.clone(),
+                files: placed_assets
+                    .iter()
+                    .zip(&asset_hashes)
+                    .map(|(a, sha)| AssetEntry {
+                        name: a.name.to_string(),
+                        offset: assets_offset + a.rel_offset,
+                        length: a.bytes.len() as u64,
+                        sha256: sha.clone(),
+                    })
+                    .collect(),
+            }),
         })
     };
     let serialize = |m: &Manifest| {
@@ -283,6 +426,7 @@ pub fn write_bundle(
         &manifest_json,
         &graph_text,
         &placed,
+        &placed_assets,
     )
     .map_err(write_err)?;
     // Sync before the rename so a crash cannot leave a renamed but empty file.
@@ -293,6 +437,7 @@ pub fn write_bundle(
         file_size,
         weight_count: placed.len(),
         weights_bytes,
+        assets_bytes,
         sha256,
     })
 }
@@ -305,6 +450,7 @@ fn write_contents(
     manifest_json: &[u8],
     graph_text: &str,
     placed: &[Placed],
+    placed_assets: &[PlacedAsset],
 ) -> io::Result<(u64, String)> {
     let mut out = HashingWriter {
         inner: BufWriter::with_capacity(IO_BUFFER, file),
@@ -322,6 +468,12 @@ fn write_contents(
     for p in placed {
         out.pad_to(manifest.weights.offset + p.rel_offset)?;
         out.write_all(p.tensor.bytes())?;
+    }
+    if let Some(a) = &manifest.assets {
+        for p in placed_assets {
+            out.pad_to(a.offset + p.rel_offset)?;
+            out.write_all(p.bytes)?;
+        }
     }
     out.inner.flush()?;
     Ok((out.written, to_hex(&out.hasher.finalize())))

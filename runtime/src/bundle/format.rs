@@ -1,4 +1,5 @@
-//! The bundle format v1: fixed header constants and the manifest types.
+//! The bundle format (version 2): fixed header constants and the manifest
+//! types.
 //!
 //! These types are shared by the reader (this crate) and the writer
 //! (`kiln_targets::bundle`), so both ends agree on one definition. The
@@ -16,8 +17,14 @@ use std::collections::BTreeMap;
 /// The eight bytes every bundle starts with.
 pub const MAGIC: [u8; 8] = *b"KILNBNDL";
 
-/// The format version this crate reads and `kiln_targets` writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version `kiln_targets` writes and the newest this crate reads.
+///
+/// Version 2 added the optional assets section; see `docs/bundle.md`.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The oldest format version this crate still reads. Version 1 files are
+/// version 2 files without an assets section.
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
 
 /// Alignment, in bytes from the start of the file, of every section and of
 /// every weight.
@@ -45,11 +52,14 @@ pub const GRAPH_SECTION: &str = "graph";
 /// Name of the weights section in manifests and error messages.
 pub const WEIGHTS_SECTION: &str = "weights";
 
+/// Name of the assets section in manifests and error messages.
+pub const ASSETS_SECTION: &str = "assets";
+
 /// The JSON manifest: what the bundle is, where it came from, and where its
 /// sections lie.
 ///
-/// Readers ignore fields they do not know, so later v1 writers may add
-/// optional fields; a change of meaning or layout bumps [`FORMAT_VERSION`].
+/// Readers ignore fields they do not know, so later writers may add optional
+/// fields; a change of meaning or layout bumps [`FORMAT_VERSION`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
     /// Always [`FORMAT_VERSION`]; repeats the header so the JSON stands alone.
@@ -68,6 +78,11 @@ pub struct Manifest {
     pub graph: SectionRef,
     /// The section holding the external weights, and their table.
     pub weights: WeightsSection,
+    /// The section holding the named files that travel with the model
+    /// (`tokenizer.json`, `config.json`, ...); absent when there are none,
+    /// and always absent in version 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assets: Option<AssetsSection>,
 }
 
 /// Where a bundle's graph came from.
@@ -156,6 +171,62 @@ pub struct WeightEntry {
     pub sha256: Option<String>,
 }
 
+/// The assets section: one byte range holding every asset, laid out like the
+/// weights section (sorted by name, each 64-byte aligned, zeros between).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssetsSection {
+    /// Offset from the start of the file; a multiple of [`ALIGNMENT`], the
+    /// first one at or after the end of the weights section.
+    pub offset: u64,
+    /// Length in bytes, from the first asset to the end of the last,
+    /// alignment padding included. The file ends where the section ends.
+    pub length: u64,
+    /// SHA-256 of the whole range (padding included), lowercase hex; the
+    /// reader checks it on open.
+    pub sha256: String,
+    /// The assets, sorted by name, laid out in this order.
+    pub files: Vec<AssetEntry>,
+}
+
+/// One asset: a named file stored verbatim.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssetEntry {
+    /// Name of the file, a relative path with `/` separators (see
+    /// [`check_asset_name`]).
+    pub name: String,
+    /// Offset from the start of the file; a multiple of [`ALIGNMENT`].
+    pub offset: u64,
+    /// Length in bytes.
+    pub length: u64,
+    /// SHA-256 of the asset's bytes, lowercase hex; names the damaged asset
+    /// once the section checksum has failed.
+    pub sha256: String,
+}
+
+/// Checks that `name` can be an asset name: assets become files when a
+/// bundle is unpacked, so a name must not be empty, hold a NUL byte, be an
+/// absolute path (start with `/`) or climb out of the target directory
+/// through a `..` component. The error says which rule the name breaks.
+pub fn check_asset_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("an asset name must not be empty".to_string());
+    }
+    if name.contains('\0') {
+        return Err(format!("asset name {name:?} contains a NUL byte"));
+    }
+    if name.starts_with('/') {
+        return Err(format!(
+            "asset name {name:?} starts with `/`; it must be a relative path"
+        ));
+    }
+    if name.split('/').any(|c| c == "..") {
+        return Err(format!(
+            "asset name {name:?} has a `..` component; it must stay inside the bundle's directory"
+        ));
+    }
+    Ok(())
+}
+
 /// Rounds `n` up to the next multiple of [`ALIGNMENT`]; `None` on overflow.
 pub fn align_up(n: u64) -> Option<u64> {
     n.checked_add(ALIGNMENT - 1)
@@ -193,5 +264,30 @@ mod tests {
             sha256_hex(b""),
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
+    }
+
+    #[test]
+    fn asset_names() {
+        for good in [
+            "tokenizer.json",
+            "1_Pooling/config.json",
+            "a/.../b",
+            "..x",
+            "x..",
+        ] {
+            assert!(check_asset_name(good).is_ok(), "{good}");
+        }
+        for (bad, why) in [
+            ("", "empty"),
+            ("a\0b", "NUL"),
+            ("/etc/passwd", "starts with `/`"),
+            ("..", "`..`"),
+            ("../x", "`..`"),
+            ("a/../b", "`..`"),
+            ("a/..", "`..`"),
+        ] {
+            let e = check_asset_name(bad).unwrap_err();
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
     }
 }

@@ -1,28 +1,30 @@
 //! Reading Kiln bundles: the deployable file `kiln optimize` writes.
 //!
 //! A bundle is one file: a fixed header, a JSON [`Manifest`], the graph in
-//! its text form and the external weights, each weight 64-byte aligned. The
-//! reader maps the file and hands the weights to the graph as
-//! [`TensorBytes::Mapped`] tensors, so loading copies no weight data. The
-//! layout is specified in `docs/bundle.md`; the writer is
-//! `kiln_targets::bundle::write_bundle`.
+//! its text form, the external weights, each weight 64-byte aligned, and
+//! optionally named assets (files such as `tokenizer.json` that travel with
+//! the model). The reader maps the file and hands the weights to the graph
+//! as [`TensorBytes::Mapped`] tensors and the assets out as slices of the
+//! mapping, so loading copies no data. The layout is specified in
+//! `docs/bundle.md`; the writer is `kiln_targets::bundle::write_bundle`.
 //!
 //! Nothing in a bundle is trusted before it is checked: every offset is
-//! bounds-checked with overflow-checked arithmetic, and the manifest, graph
-//! and weights are verified against their SHA-256 on [`Bundle::open`]. A
-//! damaged file yields [`RuntimeError::Bundle`], never a panic.
+//! bounds-checked with overflow-checked arithmetic, and the manifest, graph,
+//! weights and assets are verified against their SHA-256 on
+//! [`Bundle::open`]. A damaged file yields [`RuntimeError::Bundle`], never a
+//! panic.
 
 pub mod format;
 
 pub use format::{
-    GraphSummary, Manifest, SectionRef, SourceInfo, ValueSummary, WeightEntry, WeightsSection,
-    ALIGNMENT, FORMAT_VERSION, MAGIC,
+    AssetEntry, AssetsSection, GraphSummary, Manifest, SectionRef, SourceInfo, ValueSummary,
+    WeightEntry, WeightsSection, ALIGNMENT, FORMAT_VERSION, MAGIC, OLDEST_FORMAT_VERSION,
 };
 
 use crate::RuntimeError;
 use format::{
-    sha256_hex, to_hex, GRAPH_SECTION, HEADER_LEN, MANIFEST_LEN_OFFSET, MANIFEST_SHA256_OFFSET,
-    VERSION_OFFSET, WEIGHTS_SECTION,
+    check_asset_name, sha256_hex, to_hex, ASSETS_SECTION, GRAPH_SECTION, HEADER_LEN,
+    MANIFEST_LEN_OFFSET, MANIFEST_SHA256_OFFSET, VERSION_OFFSET, WEIGHTS_SECTION,
 };
 use kiln_ir::{text, DType, Graph, Tensor, TensorBytes};
 use memmap2::Mmap;
@@ -34,13 +36,18 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// An opened, verified bundle: its manifest and its graph, whose weights
-/// point into the mapped file.
+/// An opened, verified bundle: its manifest, its graph, whose weights point
+/// into the mapped file, and its assets, read from the same mapping.
 pub struct Bundle {
     path: PathBuf,
     file_size: u64,
     manifest: Manifest,
     graph: Graph,
+    /// Kept so assets can be lent out as slices without a copy; the graph's
+    /// weights hold their own references.
+    map: Arc<Mmap>,
+    /// Byte range of each asset in `map`, checked on open.
+    assets: BTreeMap<String, Range<usize>>,
 }
 
 impl std::fmt::Debug for Bundle {
@@ -90,12 +97,18 @@ impl Bundle {
         // one), so replacing a bundle with kiln leaves open mappings intact.
         let map = unsafe { Mmap::map(&file) }.map_err(io)?;
         let map = Arc::new(map);
-        let (manifest, graph) = read(&map).map_err(fail)?;
+        let Contents {
+            manifest,
+            graph,
+            assets,
+        } = read(&map).map_err(fail)?;
         Ok(Bundle {
             path: path.to_path_buf(),
             file_size,
             manifest,
             graph,
+            map,
+            assets,
         })
     }
 
@@ -107,6 +120,19 @@ impl Bundle {
     /// The graph; its external weights are mapped from the file.
     pub fn graph(&self) -> &Graph {
         &self.graph
+    }
+
+    /// The bytes of the asset `name` (e.g. `tokenizer.json`), verified on
+    /// open and borrowed from the mapping; `None` when the bundle has no
+    /// asset of that name.
+    pub fn asset(&self, name: &str) -> Option<&[u8]> {
+        let range = self.assets.get(name)?;
+        self.map.get(range.clone())
+    }
+
+    /// The names of the bundle's assets, sorted; empty when it has none.
+    pub fn asset_names(&self) -> Vec<&str> {
+        self.assets.keys().map(String::as_str).collect()
     }
 
     /// The graph, giving up the bundle. The mapping lives on as long as any
@@ -204,9 +230,17 @@ fn corrupted(section: &str, expected: &str, actual: &str) -> String {
     )
 }
 
+/// What [`read`] gets out of a verified file.
+struct Contents {
+    manifest: Manifest,
+    graph: Graph,
+    /// Byte range of each asset in the mapping.
+    assets: BTreeMap<String, Range<usize>>,
+}
+
 /// Everything [`Bundle::open`] checks, on the mapped bytes; errors are the
 /// message without the path.
-fn read(map: &Arc<Mmap>) -> Result<(Manifest, Graph), String> {
+fn read(map: &Arc<Mmap>) -> Result<Contents, String> {
     let data: &[u8] = map;
     let file_size = data.len() as u64;
 
@@ -226,10 +260,10 @@ fn read(map: &Arc<Mmap>) -> Result<(Manifest, Graph), String> {
              rebuild it with a matching kiln"
         ));
     }
-    if version != FORMAT_VERSION {
+    if version < OLDEST_FORMAT_VERSION {
         return Err(format!(
-            "bundle format version {version} is not one this runtime reads (it reads {FORMAT_VERSION}); \
-             rebuild it with a matching kiln"
+            "bundle format version {version} is not one this runtime reads (it reads \
+             {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION}); rebuild it with a matching kiln"
         ));
     }
     if data.len() < HEADER_LEN {
@@ -315,6 +349,60 @@ fn read(map: &Arc<Mmap>) -> Result<(Manifest, Graph), String> {
         entries.push((e, dtype, dims, range));
     }
 
+    // Assets: only version 2 has them; names are checked because they
+    // become file names when a bundle is unpacked.
+    let mut assets = Vec::new();
+    let mut last_section = (WEIGHTS_SECTION, weights_range.clone());
+    if let Some(a) = &manifest.assets {
+        if version < 2 {
+            return Err(format!(
+                "the manifest has an `{ASSETS_SECTION}` section, which format version {version} \
+                 does not have"
+            ));
+        }
+        let what = format!("section `{ASSETS_SECTION}`");
+        let range = checked_range(
+            &what,
+            a.offset,
+            a.length,
+            weights_range.end as u64..file_size,
+            file_size,
+        )?;
+        let section = range.start as u64..range.end as u64;
+        let mut previous: Option<(&str, usize)> = None;
+        for f in &a.files {
+            let what = format!("asset {:?} of section `{ASSETS_SECTION}`", f.name);
+            check_asset_name(&f.name).map_err(|e| format!("{what}: {e}"))?;
+            let r = checked_range(&what, f.offset, f.length, section.clone(), file_size)?;
+            if let Some((prev_name, prev_end)) = previous {
+                if f.name.as_str() == prev_name {
+                    return Err(format!("the assets table lists {:?} twice", f.name));
+                }
+                if f.name.as_str() < prev_name {
+                    return Err(format!(
+                        "the assets table is not sorted by name ({:?} comes after {prev_name:?})",
+                        f.name
+                    ));
+                }
+                if r.start < prev_end {
+                    return Err(format!(
+                        "{what} starts at byte {} inside asset {prev_name:?}, which ends at byte \
+                         {prev_end}",
+                        r.start
+                    ));
+                }
+            }
+            previous = Some((f.name.as_str(), r.end));
+            assets.push((f, r));
+        }
+        zero_gap(
+            data,
+            weights_range.end..range.start,
+            "section `weights` and section `assets`",
+        )?;
+        last_section = (ASSETS_SECTION, range);
+    }
+
     // The alignment gaps and the end of the file: with these checked, every
     // byte of the file is covered by a check, so no corruption goes unseen.
     zero_gap(
@@ -327,12 +415,13 @@ fn read(map: &Arc<Mmap>) -> Result<(Manifest, Graph), String> {
         graph_range.end..weights_range.start,
         "section `graph` and section `weights`",
     )?;
-    if weights_range.end != data.len() {
+    let (last_name, last_range) = &last_section;
+    if last_range.end != data.len() {
         return Err(format!(
-            "the file has {} bytes after section `{WEIGHTS_SECTION}`, which ends at byte {}; \
+            "the file has {} bytes after section `{last_name}`, which ends at byte {}; \
              the bundle is damaged",
-            data.len() - weights_range.end,
-            weights_range.end
+            data.len() - last_range.end,
+            last_range.end
         ));
     }
 
@@ -342,7 +431,7 @@ fn read(map: &Arc<Mmap>) -> Result<(Manifest, Graph), String> {
     if graph_sha != g.sha256 {
         return Err(corrupted(GRAPH_SECTION, &g.sha256, &graph_sha));
     }
-    let weights_sha = sha256_hex(&data[weights_range]);
+    let weights_sha = sha256_hex(&data[weights_range.clone()]);
     if weights_sha != w.sha256 {
         // The fast path hashes the section once; only on failure do the
         // per-weight checksums name the damaged tensors.
@@ -360,6 +449,21 @@ fn read(map: &Arc<Mmap>) -> Result<(Manifest, Graph), String> {
             message.push_str(&format!(" (damaged weights: {})", damaged.join(", ")));
         }
         return Err(message);
+    }
+    if let Some(a) = &manifest.assets {
+        let assets_sha = sha256_hex(&data[last_section.1.clone()]);
+        if assets_sha != a.sha256 {
+            let damaged: Vec<&str> = assets
+                .iter()
+                .filter(|(f, r)| f.sha256 != sha256_hex(&data[r.clone()]))
+                .map(|(f, _)| f.name.as_str())
+                .collect();
+            let mut message = corrupted(ASSETS_SECTION, &a.sha256, &assets_sha);
+            if !damaged.is_empty() {
+                message.push_str(&format!(" (damaged assets: {})", damaged.join(", ")));
+            }
+            return Err(message);
+        }
     }
 
     // The graph, with the weights as views into the mapping.
@@ -403,5 +507,13 @@ fn read(map: &Arc<Mmap>) -> Result<(Manifest, Graph), String> {
             unused.join(", ")
         ));
     }
-    Ok((manifest, graph))
+    let assets = assets
+        .into_iter()
+        .map(|(f, r)| (f.name.clone(), r))
+        .collect();
+    Ok(Contents {
+        manifest,
+        graph,
+        assets,
+    })
 }
