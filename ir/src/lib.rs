@@ -10,6 +10,7 @@ pub mod dtype;
 pub mod graph;
 pub mod infer;
 pub mod op;
+pub mod quant;
 pub mod shape;
 pub mod tensor;
 pub mod text;
