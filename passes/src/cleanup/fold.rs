@@ -342,15 +342,59 @@ fn fold_tracked(
     }
 }
 
+/// The dimension a tracked element stands for.
+fn elem_dim(g: &Graph, e: Elem) -> Dim {
+    match e {
+        Elem::Known(n) if n >= 0 => Dim::Fixed(n as u64),
+        Elem::Known(_) => Dim::Unknown,
+        Elem::DimOf(v, k) => g
+            .value(v)
+            .ty
+            .shape
+            .0
+            .get(k)
+            .cloned()
+            .unwrap_or(Dim::Unknown),
+    }
+}
+
+/// `Range(0, n, 1)` has `n` elements: a symbolic length when `n` is a
+/// tracked dimension (position ids of a sequence).
+fn range_shape(
+    g: &Graph,
+    node: &Node,
+    elems: &HashMap<ValueId, (Vec<Elem>, bool)>,
+) -> Option<Shape> {
+    let scalar = |i: usize| -> Option<Elem> {
+        let v = node.inputs.get(i).copied()??;
+        match elems_of(g, v, elems)? {
+            (list, _) if list.len() == 1 => Some(list[0]),
+            _ => None,
+        }
+    };
+    match (scalar(0)?, scalar(1)?, scalar(2)?) {
+        (Elem::Known(0), limit, Elem::Known(1)) => Some(Shape(vec![elem_dim(g, limit)])),
+        _ => None,
+    }
+}
+
 /// Sharpens the inferred result shape of ops whose shape operand is a
-/// tracked shape tensor: `Expand`, `ConstantOfShape` and `Resize` with sizes.
-/// Inference sees only constants; tracking also knows which elements are
-/// another value's (possibly symbolic) dimension.
+/// tracked shape tensor: `Expand`, `ConstantOfShape`, `Resize` with sizes,
+/// `Reshape` to a computed target, and `Range(0, n, 1)`. Inference sees only
+/// constants; tracking also knows which elements are another value's
+/// (possibly symbolic) dimension.
 fn refine_shape(g: &mut Graph, node: &Node, elems: &HashMap<ValueId, (Vec<Elem>, bool)>) {
+    if let Op::Range = node.op {
+        if let (Some(shape), Some(&out)) = (range_shape(g, node, elems), node.outputs.first()) {
+            merge_shape(g, out, shape);
+        }
+        return;
+    }
     let operand = match node.op {
         Op::Expand => 1,
         Op::ConstantOfShape { .. } => 0,
         Op::Resize(_) => 3,
+        Op::Reshape { .. } => 1,
         _ => return,
     };
     let Some(Some(shape_v)) = node.inputs.get(operand).copied() else {
@@ -359,22 +403,7 @@ fn refine_shape(g: &mut Graph, node: &Node, elems: &HashMap<ValueId, (Vec<Elem>,
     let Some((list, false)) = elems.get(&shape_v) else {
         return;
     };
-    let dims = Shape(
-        list.iter()
-            .map(|e| match *e {
-                Elem::Known(n) if n >= 0 => Dim::Fixed(n as u64),
-                Elem::Known(_) => Dim::Unknown,
-                Elem::DimOf(v, k) => g
-                    .value(v)
-                    .ty
-                    .shape
-                    .0
-                    .get(k)
-                    .cloned()
-                    .unwrap_or(Dim::Unknown),
-            })
-            .collect(),
-    );
+    let dims = Shape(list.iter().map(|&e| elem_dim(g, e)).collect());
     let Some(&out) = node.outputs.first() else {
         return;
     };
@@ -390,8 +419,32 @@ fn refine_shape(g: &mut Graph, node: &Node, elems: &HashMap<ValueId, (Vec<Elem>,
         }
         Op::Resize(ref attrs) if attrs.axes.is_empty() => dims,
         Op::Resize(_) => return,
+        Op::Reshape { allowzero } => {
+            // A 0 copies the input's dimension (unless allowzero); -1 stays unknown.
+            let Some(Some(x)) = node.inputs.first().copied() else {
+                return;
+            };
+            let input = g.value(x).ty.shape.clone();
+            Shape(
+                list.iter()
+                    .zip(dims.0)
+                    .enumerate()
+                    .map(|(i, (e, d))| match e {
+                        Elem::Known(0) if !allowzero => {
+                            input.0.get(i).cloned().unwrap_or(Dim::Unknown)
+                        }
+                        _ => d,
+                    })
+                    .collect(),
+            )
+        }
         _ => dims,
     };
+    merge_shape(g, out, refined);
+}
+
+/// Fills the unknown dims of `out`'s shape from `refined` (same rank only).
+fn merge_shape(g: &mut Graph, out: ValueId, refined: Shape) {
     let current = &g.value(out).ty.shape;
     if current.rank() != refined.rank() {
         return;
