@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Set up the machine (scripts/setup.sh), build the kiln CLI, optimise the
 # default model (DINOv2 ViT-S/14 saliency, ONNX) for the host CPU, inspect the
-# bundle, run it on the photo and compare the result with onnxruntime's.
+# bundle, run it on the photo and compare the result with onnxruntime's; then
+# compile the SmolLM2-135M language model (GGUF) to a bundle and measure its
+# perplexity on Moby Dick.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -48,5 +50,13 @@ for name, r in ref.items():
 sys.exit(0 if ok else 1)
 PY
 
+LM="$KILN_CACHE/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+LM_BUNDLE="$OUT_DIR/smollm2-135m.kiln"
+echo "[demo] kiln optimize $LM --target cpu -o $LM_BUNDLE"
+"$KILN" optimize "$LM" --target cpu -o "$LM_BUNDLE"
+echo "[demo] kiln eval perplexity $LM_BUNDLE --text moby_dick.txt --ctx 512 --chunks 4"
+"$KILN" eval perplexity "$LM_BUNDLE" --text "$KILN_CACHE/data/moby_dick.txt" --ctx 512 --chunks 4
+
 size="$(du -h "$BUNDLE" | cut -f1)"
-echo "[demo] produced $BUNDLE ($size, target cpu) and $RESULT"
+lm_size="$(du -h "$LM_BUNDLE" | cut -f1)"
+echo "[demo] produced $BUNDLE ($size, target cpu), $RESULT and $LM_BUNDLE ($lm_size, target cpu)"

@@ -8,7 +8,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 export KILN_CACHE="${KILN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kiln}"
 
-bash scripts/setup.sh
+bash scripts/setup.sh --references
 
 if [ -n "${CI:-}" ]; then
     export CARGO_INCREMENTAL=0 CARGO_TERM_COLOR=never

@@ -20,12 +20,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Compile a model (ONNX) into a deployable bundle for one target.
+    /// Compile a model (ONNX, GGUF or a Hugging Face folder) into a deployable bundle for one target.
     Optimize(commands::optimize::Args),
     /// Run a bundle (or a model) on inputs from a safetensors file.
     Run(commands::run::Args),
     /// Describe a model or bundle: inputs, outputs, ops, parameters, FLOPs.
     Inspect(commands::inspect::Args),
+    /// Measure a model or bundle on real text: perplexity, embeddings, comparison.
+    Eval(commands::eval::Args),
+    /// Write a model or bundle in another format (a Hugging Face safetensors folder).
+    Export(commands::export::Args),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +46,8 @@ fn main() -> ExitCode {
         Command::Optimize(a) => commands::optimize::run(a),
         Command::Run(a) => commands::run::run(a),
         Command::Inspect(a) => commands::inspect::run(a),
+        Command::Eval(a) => commands::eval::run(a),
+        Command::Export(a) => commands::export::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

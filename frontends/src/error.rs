@@ -64,7 +64,10 @@ pub enum ImportError {
         source: std::io::Error,
     },
     /// The file extension names no format this crate reads.
-    #[error("{}: unsupported model format (expected a .onnx file)", .path.display())]
+    #[error(
+        "{}: unsupported model format (expected a .onnx or .gguf file, or a folder with config.json and *.safetensors)",
+        .path.display()
+    )]
     UnsupportedFormat {
         /// The file.
         path: PathBuf,
@@ -199,4 +202,10 @@ pub enum ImportError {
         #[source]
         source: kiln_ir::verify::VerifyError,
     },
+    /// A GGUF file could not be read (the message names the file).
+    #[error(transparent)]
+    Gguf(#[from] crate::gguf::GgufError),
+    /// A tokenizer could not be built or loaded.
+    #[error(transparent)]
+    Tokenizer(#[from] crate::tokenizer::TokenizerError),
 }

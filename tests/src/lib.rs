@@ -6,10 +6,15 @@
 //!   them; `tests/onnx_node_conformance.rs` checks the ones listed in
 //!   `conformance/onnx_node_pass.txt`.
 //!
+//! - [`bench`]: timing helpers for the benchmark binaries;
+//! - [`lm`]: the real language models and their NumPy references.
+//!
 //! Data produced by `scripts/setup.sh` lives in [`kiln_cache`].
 
 use std::path::PathBuf;
 
+pub mod bench;
+pub mod lm;
 pub mod onnx_node;
 
 /// `$KILN_CACHE`, else `${XDG_CACHE_HOME:-$HOME/.cache}/kiln` (as in scripts/setup.sh).

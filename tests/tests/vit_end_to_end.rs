@@ -43,7 +43,7 @@ fn vit_bundle_matches_onnxruntime_on_a_photo() {
         );
         return;
     }
-    let graph = kiln_frontends::load_model(&model).unwrap();
+    let graph = kiln_frontends::load_model(&model).unwrap().graph;
     let target = Target::by_name("cpu").unwrap();
     let compiled = compile(graph, target, &Default::default(), |_, _| {}, |_, _| {}).unwrap();
     // Shape subgraphs fold away: no Shape op may survive except those feeding

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 /// Arguments of `kiln inspect`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// A model (ONNX) or a Kiln bundle.
+    /// A model (ONNX, GGUF, a Hugging Face folder) or a Kiln bundle.
     pub file: PathBuf,
     /// Bind a symbolic dimension for the FLOP count, e.g. `--dim batch=1` (repeatable).
     #[arg(long, value_name = "NAME=VALUE")]
@@ -96,6 +96,8 @@ pub fn run(a: Args) -> Result<()> {
         "bytes_written": cost.as_ref().ok().map(|c| c.bytes_written),
         "cost_error": cost.as_ref().err(),
         "manifest": manifest,
+        "metadata": g.metadata,
+        "assets": loaded.assets.iter().map(|(n, b)| (n.clone(), b.len())).collect::<std::collections::BTreeMap<_, _>>(),
     });
     if a.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -117,6 +119,19 @@ pub fn run(a: Args) -> Result<()> {
             let info = g.value(v);
             println!("  {label:<11} {}: {}", info.name, info.ty);
         }
+    }
+    for key in ["kiln.architecture", "kiln.task"] {
+        if let Some(v) = g.metadata.get(key) {
+            println!("  {:<11} {v}", key.trim_start_matches("kiln."));
+        }
+    }
+    if !loaded.assets.is_empty() {
+        let list: Vec<String> = loaded
+            .assets
+            .iter()
+            .map(|(n, b)| format!("{n} ({:.1} KiB)", b.len() as f64 / 1024.0))
+            .collect();
+        println!("  assets      {}", list.join(", "));
     }
     println!("  nodes       {}", g.nodes.len());
     println!(

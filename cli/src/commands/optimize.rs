@@ -12,7 +12,8 @@ use std::time::Instant;
 /// Arguments of `kiln optimize`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The model to compile (ONNX).
+    /// The model to compile: a .onnx or .gguf file, or a Hugging Face folder
+    /// (config.json and *.safetensors).
     pub model: PathBuf,
     /// Target device family.
     #[arg(long, default_value = "cpu")]
@@ -45,8 +46,9 @@ pub fn run(a: Args) -> Result<()> {
     let info_source = BundleInfo::for_source(target.name, &a.model)
         .with_context(|| format!("cannot read {}", a.model.display()))?;
     let sp = progress::spinner(quiet, format!("importing {}", a.model.display()));
-    let graph = kiln_frontends::load_model(&a.model)?;
+    let model = kiln_frontends::load_model(&a.model)?;
     sp.finish_and_clear();
+    let (graph, assets) = (model.graph, model.assets);
 
     let pb = progress::bar(quiet, compile::pipeline_len(target) as u64, "passes");
     let options = RunOptions {
@@ -69,6 +71,7 @@ pub fn run(a: Args) -> Result<()> {
 
     let info = BundleInfo {
         options: compiled.manifest_options(target),
+        assets,
         ..info_source
     };
     let sp = progress::spinner(quiet, format!("writing {}", a.output.display()));

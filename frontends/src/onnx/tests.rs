@@ -358,10 +358,14 @@ fn truncated_and_garbage_files_are_errors_naming_the_file() {
         .expect_err("absent")
         .to_string();
     assert!(e.contains("absent.onnx"), "{e}");
-    let e = load_model(Path::new("model.gguf"))
+    let e = load_model(Path::new("model.tflite"))
         .expect_err("format")
         .to_string();
-    assert!(e.contains("unsupported model format"), "{e}");
+    assert!(e.contains("model.tflite: unsupported model format"), "{e}");
+    let e = load_model(Path::new("absent.gguf"))
+        .expect_err("absent")
+        .to_string();
+    assert!(e.contains("absent.gguf"), "{e}");
 }
 
 #[test]
@@ -813,4 +817,128 @@ fn cast_like_target_is_resolved_by_inference() {
         }
     );
     assert_eq!(g.value(g.outputs[0]).ty.dtype, DType::F16);
+}
+
+#[test]
+fn attention_and_rotary_embedding_map_with_their_attributes() {
+    let q = || vi("q", DataType::Float, &[D::P("B"), D::P("S"), D::V(576)]);
+    let kv = || vi("kv", DataType::Float, &[D::P("B"), D::P("S"), D::V(192)]);
+    let cache = || vi("cos", DataType::Float, &[D::V(64), D::V(32)]);
+    let ids = || vi("ids", DataType::Int64, &[D::P("B"), D::P("S")]);
+    let nodes = || {
+        vec![
+            node(
+                "RotaryEmbedding",
+                "rope",
+                &["q", "cos", "cos", "ids"],
+                &["qr"],
+                vec![a_int("num_heads", 9), a_int("interleaved", 1)],
+            ),
+            node(
+                "Attention",
+                "attn",
+                &["qr", "kv", "kv"],
+                &["y", "", "", "scores"],
+                vec![
+                    a_int("is_causal", 1),
+                    a_int("q_num_heads", 9),
+                    a_int("kv_num_heads", 3),
+                    a_float("scale", 0.125),
+                    a_float("softcap", 30.0),
+                    a_int("qk_matmul_output_mode", 3),
+                    a_int("softmax_precision", DataType::Float as i64),
+                ],
+            ),
+        ]
+    };
+    let m = model(
+        23,
+        nodes(),
+        vec![q(), kv(), cache(), ids()],
+        y_out(),
+        vec![],
+    );
+    let g = import_lenient(&m);
+    let t = text::print(&g);
+    assert!(
+        t.contains(
+            "RotaryEmbedding(interleaved:true,num_heads:9,rotary_embedding_dim:0)(%q, %cos, %cos, %ids)"
+        ),
+        "{t}"
+    );
+    assert!(
+        t.contains("Attention(is_causal:true,q_num_heads:9,kv_num_heads:3,scale:Some(0.125),softcap:30.0,qk_matmul_output_mode:3,softmax_precision:Some(F32))"),
+        "{t}"
+    );
+    // Inference types every output, the omitted present key/value included.
+    assert!(
+        t.contains("%y: f32[B,S,576], %kiln.unused: f32[B,3,S,64], %kiln.unused.1: f32[B,3,S,64], %scores: f32[B,9,S,S] = Attention("),
+        "{t}"
+    );
+
+    // Before opset 23 the operators do not exist.
+    let m = model(
+        22,
+        nodes(),
+        vec![q(), kv(), cache(), ids()],
+        y_out(),
+        vec![],
+    );
+    let e = import_err(&m);
+    assert!(
+        e.contains(
+            "node 'rope' (RotaryEmbedding, opset 22): unsupported: RotaryEmbedding before opset 23"
+        ),
+        "{e}"
+    );
+
+    // Opset 25's sliding window is not modelled; -1 (no window) is accepted.
+    let window = |v: i64| {
+        model(
+            25,
+            vec![node(
+                "Attention",
+                "win",
+                &["q", "q", "q"],
+                &["y"],
+                vec![
+                    a_int("q_num_heads", 9),
+                    a_int("kv_num_heads", 9),
+                    a_int("left_window_size", v),
+                ],
+            )],
+            vec![q()],
+            y_out(),
+            vec![],
+        )
+    };
+    let e = import_err(&window(4));
+    assert!(
+        e.contains(
+            "node 'win' (Attention, opset 25): unsupported: Attention with left_window_size = 4"
+        ),
+        "{e}"
+    );
+    let g = import_lenient(&window(-1));
+    assert_eq!(g.nodes[0].op.name(), "Attention");
+
+    // Bad attribute values name the attribute.
+    let m = model(
+        24,
+        vec![node(
+            "Attention",
+            "bad",
+            &["q", "q", "q"],
+            &["y"],
+            vec![a_int("q_num_heads", -2)],
+        )],
+        vec![q()],
+        y_out(),
+        vec![],
+    );
+    let e = import_err(&m);
+    assert!(
+        e.contains("attribute 'q_num_heads'") && e.contains("-2"),
+        "{e}"
+    );
 }

@@ -9,21 +9,11 @@
 use anyhow::{bail, Context, Result};
 use kiln_runtime::cpu::{CpuExecutor, ExecOptions};
 use kiln_targets::compile::{compile, Target};
+use kiln_tests::bench::{median, time_runs, BenchArgs};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
-use std::time::Instant;
 use tract_onnx::prelude::*;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
 
 fn read_input(path: &Path) -> Result<(String, kiln_ir::Tensor)> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -37,32 +27,12 @@ fn read_input(path: &Path) -> Result<(String, kiln_ir::Tensor)> {
     Ok((name, t))
 }
 
-fn time_runs(runs: usize, warmup: usize, mut f: impl FnMut() -> Result<()>) -> Result<Vec<f64>> {
-    for _ in 0..warmup {
-        f()?;
-    }
-    let mut times = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        let t = Instant::now();
-        f()?;
-        times.push(t.elapsed().as_secs_f64());
-    }
-    Ok(times)
-}
-
 fn main() -> Result<()> {
-    let mut runs = 10usize;
-    let mut threads = 2usize;
-    let mut json = false;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--runs" => runs = args.next().context("--runs N")?.parse()?,
-            "--threads" => threads = args.next().context("--threads T")?.parse()?,
-            "--json" => json = true,
-            other => bail!("unknown argument `{other}` (expected --runs N, --threads T, --json)"),
-        }
-    }
+    let BenchArgs {
+        runs,
+        threads,
+        json,
+    } = BenchArgs::from_env(10)?;
     let dir = kiln_tests::kiln_cache();
     let model = dir.join("models/vit_s_focus.onnx");
     let input_path = dir.join("data/vit_input.safetensors");
@@ -75,7 +45,7 @@ fn main() -> Result<()> {
     let (input_name, input) = read_input(&input_path)?;
 
     // Kiln: the cpu target's pipeline, then the CPU executor.
-    let graph = kiln_frontends::load_model(&model)?;
+    let graph = kiln_frontends::load_model(&model)?.graph;
     let target = Target::by_name("cpu")?;
     let compiled = compile(graph, target, &Default::default(), |_, _| {}, |_, _| {})?;
     let exec = CpuExecutor::new(
