@@ -290,10 +290,6 @@ impl WeightSource for GgufSource {
         gguf_name(name).is_some_and(|g| self.file.tensor_info(&g).is_some())
     }
 
-    fn names(&self) -> Vec<String> {
-        self.file.tensors().iter().map(|t| t.name.clone()).collect()
-    }
-
     fn origin(&self) -> String {
         self.origin.clone()
     }

@@ -187,15 +187,16 @@ fn build(cfg: &HfConfig, src: &mut dyn WeightSource) -> Result<Graph, ImportErro
     )?;
     let mut h = b.op(layer_norm.clone(), &[e, g, beta]);
 
-    // Padding mask, true where a key may be attended: [batch, 1, 1, seq].
-    let keep = b.op(
+    // Padding mask, true where a token may be attended: [batch, seq], and
+    // [batch, 1, 1, seq] for attention.
+    let keep_2d = b.op(
         Op::Cast {
             to: DType::Bool,
             saturate: true,
         },
         &[mask],
     );
-    let keep = b.unsqueeze(keep, &[1, 2]);
+    let keep = b.unsqueeze(keep_2d, &[1, 2]);
 
     for i in 0..c.layers {
         b.scope(format!("layer.{i}"));
@@ -285,8 +286,7 @@ fn build(cfg: &HfConfig, src: &mut dyn WeightSource) -> Result<Graph, ImportErro
             }
             PoolingMode::Max => {
                 // Padded tokens get -1e9 so they never win, as sentence-transformers does.
-                let keep = keep_2d(&mut b, mask);
-                let m = b.unsqueeze(keep, &[-1]);
+                let m = b.unsqueeze(keep_2d, &[-1]);
                 let low = b.scalar_f32(-1e9);
                 let masked = b.op(Op::Where, &[m, h, low]);
                 b.op(reduce(ReduceKind::Max, &[1], false), &[masked])
@@ -312,15 +312,4 @@ fn build(cfg: &HfConfig, src: &mut dyn WeightSource) -> Result<Graph, ImportErro
         file: src.origin(),
         source,
     })
-}
-
-/// The attention mask as bool `[batch, seq]`.
-fn keep_2d(b: &mut GraphBuilder, mask: ValueId) -> ValueId {
-    b.op(
-        Op::Cast {
-            to: DType::Bool,
-            saturate: true,
-        },
-        &[mask],
-    )
 }

@@ -16,8 +16,6 @@ pub trait WeightSource {
     fn get(&mut self, name: &str) -> Result<Tensor, ImportError>;
     /// Whether the source has `name`.
     fn contains(&self, name: &str) -> bool;
-    /// Every weight name, for messages and checks.
-    fn names(&self) -> Vec<String>;
     /// The file (or folder) the weights come from, for messages.
     fn origin(&self) -> String;
 }

@@ -166,10 +166,6 @@ impl WeightSource for SafetensorsFolder {
         self.index.contains_key(name)
     }
 
-    fn names(&self) -> Vec<String> {
-        self.index.keys().cloned().collect()
-    }
-
     fn origin(&self) -> String {
         self.dir.display().to_string()
     }
