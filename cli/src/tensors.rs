@@ -25,8 +25,8 @@ fn to_ir(d: StDtype) -> Option<DType> {
     })
 }
 
-fn to_st(d: DType) -> StDtype {
-    match d {
+fn to_st(d: DType) -> Option<StDtype> {
+    Some(match d {
         DType::F32 => StDtype::F32,
         DType::F16 => StDtype::F16,
         DType::BF16 => StDtype::BF16,
@@ -40,7 +40,9 @@ fn to_st(d: DType) -> StDtype {
         DType::U16 => StDtype::U16,
         DType::U8 => StDtype::U8,
         DType::Bool => StDtype::BOOL,
-    }
+        // safetensors has no packed weight type.
+        DType::Quant(_) => return None,
+    })
 }
 
 /// Reads every tensor of a safetensors file, by name.
@@ -70,7 +72,10 @@ pub fn write(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
     let views: Vec<(String, TensorView<'_>)> = tensors
         .iter()
         .map(|(n, t)| {
-            TensorView::new(to_st(t.dtype()), t.dims().to_vec(), t.bytes())
+            let dtype = to_st(t.dtype()).ok_or_else(|| {
+                anyhow::anyhow!("tensor `{n}`: safetensors cannot hold {}", t.dtype())
+            })?;
+            TensorView::new(dtype, t.dims().to_vec(), t.bytes())
                 .map(|v| (n.clone(), v))
                 .map_err(|e| anyhow::anyhow!("tensor `{n}`: {e}"))
         })

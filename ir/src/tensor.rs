@@ -77,6 +77,18 @@ pub enum TensorError {
         /// Actual byte length.
         actual: usize,
     },
+    /// The dimensions do not suit the dtype (a packed weight that is not
+    /// `[in, out]`) or their byte size overflows.
+    #[error("a tensor of {dtype} cannot have dimensions {dims:?}")]
+    BadShape {
+        /// Element type.
+        dtype: DType,
+        /// Dimensions.
+        dims: Vec<usize>,
+    },
+    /// The packed bytes of a quantized weight are inconsistent.
+    #[error("packed weight: {0}")]
+    Packed(#[from] crate::quant::QuantError),
     /// A typed view was asked for with the wrong element type.
     #[error("tensor holds {actual}, asked for {asked}")]
     WrongDType {
@@ -116,8 +128,10 @@ impl Tensor {
         dims: Vec<usize>,
         bytes: TensorBytes,
     ) -> Result<Self, TensorError> {
-        let expected = dims.iter().product::<usize>() * dtype.size_of();
         let actual = bytes.as_slice().len();
+        let Some(expected) = dtype.byte_len(&dims) else {
+            return Err(TensorError::BadShape { dtype, dims });
+        };
         if expected != actual {
             return Err(TensorError::SizeMismatch {
                 dtype,
@@ -257,8 +271,34 @@ impl Tensor {
                 .into_iter()
                 .map(f64::from)
                 .collect(),
+            DType::Quant(_) => match self.packed_view() {
+                Some(Ok(view)) => view.dequantize().into_iter().map(f64::from).collect(),
+                // Construction checked the byte length; the parts cannot be
+                // inconsistent except through padding, which decoding ignores.
+                _ => Vec::new(),
+            },
             _ => self.to_i64_vec().into_iter().map(|x| x as f64).collect(),
         }
+    }
+
+    /// A packed weight as a `[in, out]` tensor of dtype [`DType::Quant`].
+    pub fn from_packed(w: &crate::quant::PackedWeight) -> Self {
+        let bytes = w.to_bytes();
+        Tensor {
+            dtype: DType::Quant(w.format()),
+            dims: vec![w.rows(), w.cols()],
+            bytes: TensorBytes::Owned(Arc::new(AlignedBytes::copy_from(&bytes))),
+        }
+    }
+
+    /// A zero-copy view of a packed weight; `None` when the dtype is not
+    /// [`DType::Quant`].
+    pub fn packed_view(&self) -> Option<Result<crate::quant::PackedView<'_>, TensorError>> {
+        let DType::Quant(format) = self.dtype else {
+            return None;
+        };
+        let (rows, cols) = (self.dims[0], self.dims[1]);
+        Some(crate::quant::PackedView::new(format, rows, cols, self.bytes()).map_err(Into::into))
     }
 
     /// Content equality: same dtype, dims and bytes.

@@ -66,6 +66,12 @@ pub fn op_to_string(op: &Op) -> String {
     ron::to_string(op).expect("ops always serialize")
 }
 
+/// Small plain constants are printed inline; packed weights never are,
+/// because their elements are codes, not values.
+fn is_inline(t: &Tensor) -> bool {
+    t.len() <= INLINE_LIMIT && !t.dtype().is_quant()
+}
+
 fn inline_values(t: &Tensor) -> String {
     let items: Vec<String> = match t.dtype() {
         DType::F32 => t
@@ -117,7 +123,7 @@ pub fn print(g: &Graph) -> String {
     }
     for (&id, t) in &g.constants {
         let v = g.value(id);
-        let body = if t.len() <= INLINE_LIMIT {
+        let body = if is_inline(t) {
             inline_values(t)
         } else {
             "weight".to_string()
@@ -162,7 +168,7 @@ pub fn print(g: &Graph) -> String {
 pub fn external_weights(g: &Graph) -> BTreeMap<String, Tensor> {
     g.constants
         .iter()
-        .filter(|(_, t)| t.len() > INLINE_LIMIT)
+        .filter(|(_, t)| !is_inline(t))
         .map(|(&id, t)| (g.value(id).name.clone(), t.clone()))
         .collect()
 }
@@ -350,6 +356,7 @@ fn parse_inline(dtype: DType, dims: Vec<usize>, text: &str) -> Result<Tensor, St
             .collect()
     };
     let t = match dtype {
+        DType::Quant(_) => return Err(format!("a {dtype} constant must be `weight`")),
         DType::F32 => {
             let v: Result<Vec<f32>, String> = items
                 .iter()

@@ -48,6 +48,8 @@ pub fn dtype_to_onnx(d: DType) -> i32 {
         DType::U16 => DataType::Uint16,
         DType::U8 => DataType::Uint8,
         DType::Bool => DataType::Bool,
+        // ONNX has no packed weight type.
+        DType::Quant(_) => DataType::Undefined,
     };
     dt as i32
 }
@@ -304,6 +306,9 @@ impl TensorReader {
                     out.extend_from_slice(&((v as u32 & 0xFFFF) as u16).to_le_bytes());
                 }
             }
+            DType::Quant(_) => {
+                return Err(self.bad(name, format!("ONNX has no {dtype} tensors")));
+            }
         }
         Ok(out)
     }
@@ -459,5 +464,6 @@ pub(crate) fn tensor_of_dtype(
         DType::Bool => {
             Tensor::from_bools(dims, &values.iter().map(|&v| v != 0.0).collect::<Vec<_>>())
         }
+        DType::Quant(_) => Err(kiln_ir::TensorError::BadShape { dtype, dims }),
     }
 }

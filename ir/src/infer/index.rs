@@ -21,6 +21,16 @@ pub(super) fn gather(cx: &Ctx, axis: i64) -> R<ValueType> {
     let mut out = x.shape.0[..a].to_vec();
     out.extend(idx.shape.0.iter().cloned());
     out.extend(x.shape.0[a + 1..].iter().cloned());
+    if x.dtype.is_quant() {
+        // Columns of a packed [in, out] weight are contiguous; rows are not.
+        if a != 1 {
+            return Err(cx.err(format!(
+                "a packed {} weight is gathered along axis 1 (its output columns), not {a}",
+                x.dtype
+            )));
+        }
+        return Ok(vt(crate::DType::F32, out));
+    }
     Ok(vt(x.dtype, out))
 }
 

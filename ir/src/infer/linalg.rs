@@ -10,7 +10,17 @@ use std::collections::BTreeMap;
 pub(super) fn matmul(cx: &Ctx) -> R<ValueType> {
     cx.arity(2, 2)?;
     let (a, b) = (cx.input(0)?, cx.input(1)?);
-    cx.same_dtype(0, 1)?;
+    if b.dtype.is_quant() {
+        // A packed [in, out] weight decodes to f32.
+        if a.dtype != crate::DType::F32 {
+            return Err(cx.err(format!(
+                "a packed {} weight multiplies f32 activations, got {}",
+                b.dtype, a.dtype
+            )));
+        }
+    } else {
+        cx.same_dtype(0, 1)?;
+    }
     let (sa, sb) = (&a.shape.0, &b.shape.0);
     if sa.is_empty() || sb.is_empty() {
         return Err(cx.err(format!(

@@ -122,9 +122,34 @@ fn output_range(op: &Op) -> (usize, usize) {
     }
 }
 
+/// Packed weights are read in place by two ops only: `MatMul` (as its
+/// weight operand) and `Gather` (selecting output columns); any other use
+/// would see codes instead of values.
+fn check_packed_operands(cx: &Ctx) -> R<()> {
+    for (i, t) in cx.inputs.iter().enumerate() {
+        let Some(t) = t else { continue };
+        if let crate::DType::Quant(f) = t.dtype {
+            let allowed = matches!((cx.op, i), (Op::MatMul, 1) | (Op::Gather { .. }, 0));
+            if !allowed {
+                return Err(cx.err(format!(
+                    "operand {i} is a packed {f} weight, which only MatMul (operand 1) and Gather (operand 0) read"
+                )));
+            }
+            if t.shape.rank() != 2 {
+                return Err(cx.err(format!(
+                    "packed {f} weight of shape {} must be 2-d [in, out]",
+                    t.shape
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn dispatch(cx: &Ctx) -> R<Vec<ValueType>> {
     use Op::*;
     let one = |t: ValueType| Ok(vec![t]);
+    check_packed_operands(cx)?;
     match cx.op {
         Abs
         | Neg

@@ -18,7 +18,7 @@ const BITS: [u8; 3] = [3, 4, 8];
 /// Written `w<bits>[g<group>][a]`: `w8` (one scale per output column,
 /// symmetric), `w4g64` (groups of 64 input rows), `w4g64a` (asymmetric, with
 /// zero points).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct QuantFormat {
     bits: u8,
     group: Option<usize>,
@@ -201,4 +201,17 @@ pub fn bits_per_weight(rows: usize, cols: usize, fmt: QuantFormat) -> f64 {
         return 0.0;
     }
     8.0 * packed_bytes(rows, cols, fmt) as f64 / weights as f64
+}
+
+impl serde::Serialize for QuantFormat {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for QuantFormat {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        QuantFormat::parse(&text).map_err(serde::de::Error::custom)
+    }
 }

@@ -21,10 +21,13 @@
 //! - [`quantize_rtn`]: round-to-nearest quantization of an f32 matrix.
 //! - [`dequantize`], [`dot_column`], [`matvec`]: scalar reference decoders.
 //! - [`packed_bytes`], [`bits_per_weight`]: storage cost, scales included.
+//! - [`PackedView`]: the serialised form of a [`crate::DType::Quant`] tensor,
+//!   read in place.
 
 mod format;
 mod pack;
 mod rtn;
+mod view;
 mod weight;
 
 #[cfg(test)]
@@ -32,6 +35,7 @@ mod tests;
 
 pub use format::{bits_per_weight, packed_bytes, QuantFormat, GROUP_SIZES};
 pub use rtn::{quantize_rtn, MIN_SCALE};
+pub use view::PackedView;
 pub use weight::{dequantize, dot_column, matvec, PackedWeight};
 
 /// Error raised by format parsing, quantization and packed-weight assembly.

@@ -334,10 +334,12 @@ fn read(map: &Arc<Mmap>) -> Result<Contents, String> {
                     e.dims
                 )
             })?;
-        let expected_len = dims
-            .iter()
-            .try_fold(dtype.size_of(), |acc, &d| acc.checked_mul(d))
-            .ok_or_else(|| format!("{what}: dimensions {:?} overflow", e.dims))?;
+        let expected_len = dtype.byte_len(&dims).ok_or_else(|| {
+            format!(
+                "{what}: dimensions {:?} overflow or do not suit {dtype}",
+                e.dims
+            )
+        })?;
         if expected_len as u64 != e.length {
             return Err(format!(
                 "{what}: {dtype}{:?} needs {expected_len} bytes but the table says {}",
