@@ -7,6 +7,7 @@
 pub mod cleanup;
 pub mod manager;
 pub mod pipeline;
+pub mod quant;
 
 pub use manager::{Changed, Pass, PassCx, PassError, PassManager, PassRecord, RunOptions};
 pub use pipeline::{pass_by_name, pipeline, PIPELINES};
