@@ -1,6 +1,7 @@
 //! Gather and scatter ops. Negative indices count from the end; indices out
 //! of range are errors, never panics.
 
+use super::qmatmul;
 use super::value::{bail, norm_axis, strides_of, with_dtype, Elem, KResult, Value};
 use kiln_ir::ScatterReduction;
 
@@ -13,6 +14,8 @@ fn fix_index(i: i64, d: usize) -> KResult<usize> {
 }
 
 /// Gather along `axis`: out shape = data[..axis] + indices + data[axis+1..].
+/// A packed `[K, N]` weight is gathered along axis 1 only, decoding just the
+/// selected columns to f32.
 pub(crate) fn gather(data: &Value, indices: &Value, axis: i64) -> KResult<Value> {
     let a = norm_axis(axis, data.rank())?;
     let d = data.shape[a];
@@ -21,6 +24,17 @@ pub(crate) fn gather(data: &Value, indices: &Value, axis: i64) -> KResult<Value>
         .into_iter()
         .map(|i| fix_index(i, d))
         .collect::<KResult<_>>()?;
+    if data.dtype().is_quant() {
+        // Output columns of a packed [in, out] weight are contiguous; rows are not.
+        if a != 1 || data.rank() != 2 {
+            bail!(
+                "a packed {} weight of shape {:?} is gathered along axis 1 (its output columns), not axis {axis}",
+                data.dtype(),
+                data.shape
+            );
+        }
+        return qmatmul::gather_columns(data, &idx, &indices.shape);
+    }
     let outer: usize = data.shape[..a].iter().product();
     let inner: usize = data.shape[a + 1..].iter().product();
     let mut shape = data.shape[..a].to_vec();

@@ -6,6 +6,7 @@
 //! simple cache-friendly loop.
 
 use super::elementwise::{broadcast_shapes, broadcast_to};
+use super::qmatmul;
 use super::value::{bail, strides_of, unsupported, with_dtype, with_int, Elem, KResult, Value};
 use kiln_ir::DType;
 use rayon::prelude::*;
@@ -93,8 +94,18 @@ fn check_mat(mat: Mat, rows: usize, cols: usize, len: usize) -> bool {
     last >= 0 && (last as usize) < len && mat.rs >= 0 && mat.cs >= 0
 }
 
-/// numpy `matmul` with batch broadcasting.
+/// numpy `matmul` with batch broadcasting; a packed `[K, N]` second operand
+/// is read in place (`qmatmul`).
 pub(crate) fn matmul(a: &Value, b: &Value) -> KResult<Value> {
+    if b.dtype().is_quant() {
+        return qmatmul::matmul_packed(a, b);
+    }
+    if a.dtype().is_quant() {
+        bail!(
+            "a packed {} weight is MatMul's second operand ([in, out]), not its first",
+            a.dtype()
+        );
+    }
     if a.dtype() != b.dtype() {
         bail!(
             "MatMul operands have different dtypes {} and {}",

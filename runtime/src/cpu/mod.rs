@@ -24,13 +24,14 @@ mod movement;
 mod norm;
 mod ops;
 mod pool;
+mod qmatmul;
 mod reduce;
 mod resize;
 mod rotary;
 mod value;
 
 use crate::RuntimeError;
-use kiln_ir::{Dim, Graph, Op, Tensor, ValueId};
+use kiln_ir::{Dim, Graph, Node, Op, Tensor, ValueId};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -94,6 +95,7 @@ fn buffer_id(v: &Value) -> usize {
         Data::U16(a) => Arc::as_ptr(a) as usize,
         Data::U8(a) => Arc::as_ptr(a) as usize,
         Data::Bool(a) => Arc::as_ptr(a) as usize,
+        Data::Packed(t) => t.bytes().as_ptr() as usize,
     }
 }
 
@@ -326,7 +328,38 @@ impl CpuExecutor {
         Ok(())
     }
 
+    /// Runs the graph on named inputs, letting `observer` look at (and
+    /// replace) the operands of the nodes it asks for before they run, or
+    /// stop the run early.
+    ///
+    /// This is how calibration streams activations through a model: the
+    /// observer sees each layer's input once, and what it substitutes (a
+    /// quantized weight, a rescaled activation) is what every later node of
+    /// the run reads. A replaced constant stays replaced only for this run.
+    pub fn run_observed(
+        &self,
+        inputs: &BTreeMap<String, Tensor>,
+        observer: &mut (dyn Observer + Send),
+    ) -> Result<Option<RunResult>, RuntimeError> {
+        match &self.pool {
+            Some(p) => p.install(|| self.run_with(inputs, Some(observer))),
+            None => self.run_with(inputs, Some(observer)),
+        }
+    }
+
     fn run_inner(&self, inputs: &BTreeMap<String, Tensor>) -> Result<RunResult, RuntimeError> {
+        self.run_with(inputs, None)?
+            .ok_or_else(|| RuntimeError::Node {
+                node: self.graph.name.clone(),
+                message: "the run stopped before its outputs were computed".into(),
+            })
+    }
+
+    fn run_with(
+        &self,
+        inputs: &BTreeMap<String, Tensor>,
+        mut observer: Option<&mut (dyn Observer + Send)>,
+    ) -> Result<Option<RunResult>, RuntimeError> {
         self.check_inputs(inputs)?;
         let g = &self.graph;
         let const_ids: HashSet<usize> = self.consts.iter().flatten().map(buffer_id).collect();
@@ -345,6 +378,41 @@ impl CpuExecutor {
         }
         let mut times = Vec::with_capacity(g.nodes.len());
         for (i, node) in g.nodes.iter().enumerate() {
+            if let Some(obs) = observer.as_deref_mut() {
+                if obs.wants(i, node) {
+                    let seen: Vec<Option<Tensor>> = node
+                        .inputs
+                        .iter()
+                        .map(|o| {
+                            o.and_then(|v| {
+                                env[v.index()]
+                                    .as_ref()
+                                    .or(self.consts[v.index()].as_ref())
+                                    .map(Value::to_tensor)
+                            })
+                        })
+                        .collect();
+                    let action = obs.before(i, node, &seen)?;
+                    drop(seen);
+                    for (pos, t) in action.replace {
+                        let Some(Some(v)) = node.inputs.get(pos).copied() else {
+                            return Err(RuntimeError::Node {
+                                node: node.describe(g),
+                                message: format!("an observer replaced operand {pos}, which the node does not have"),
+                            });
+                        };
+                        let val = Value::from_tensor(&t);
+                        if let Some(old) = env[v.index()].take() {
+                            meter.remove(&old);
+                        }
+                        meter.add(&val);
+                        env[v.index()] = Some(val);
+                    }
+                    if action.stop {
+                        return Ok(None);
+                    }
+                }
+            }
             let operands: Vec<Option<&Value>> = node
                 .inputs
                 .iter()
@@ -419,12 +487,37 @@ impl CpuExecutor {
                 })?;
             outputs.push((name, val.to_tensor()));
         }
-        Ok(RunResult {
+        Ok(Some(RunResult {
             outputs,
             peak_bytes: meter.peak,
             node_times: Some(times),
-        })
+        }))
     }
+}
+
+/// What an [`Observer`] does with a node it looked at.
+#[derive(Debug, Default)]
+pub struct ObserverAction {
+    /// Operands to replace, by position: the node (and every later node of
+    /// the run that reads the same value) sees the new tensor.
+    pub replace: Vec<(usize, Tensor)>,
+    /// End the run before this node executes.
+    pub stop: bool,
+}
+
+/// Looks at nodes' operands during [`CpuExecutor::run_observed`].
+pub trait Observer {
+    /// Whether [`Observer::before`] wants node `index`; operands are copied
+    /// out only for the nodes it wants.
+    fn wants(&mut self, index: usize, node: &Node) -> bool;
+    /// Called before node `index` runs, with its operands (`None` for
+    /// absent optional ones).
+    fn before(
+        &mut self,
+        index: usize,
+        node: &Node,
+        operands: &[Option<Tensor>],
+    ) -> Result<ObserverAction, RuntimeError>;
 }
 
 /// Evaluates one op on constant operands (used by compile-time constant folding).

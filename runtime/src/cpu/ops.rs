@@ -389,6 +389,11 @@ pub(crate) fn eval(op: &Op, inputs: &[Option<&Value>], num_outputs: usize) -> KR
 
 /// Dtypes an op's first operand may not have (checked when the graph is loaded).
 pub(crate) fn rejects(op: &Op, dt: DType) -> bool {
+    if dt.is_quant() {
+        // Packed weights are read in place by MatMul (as operand 1, never
+        // first) and by Gather along their output columns only.
+        return !matches!(op, Op::Gather { axis: 1 | -1 });
+    }
     match op {
         Op::Conv { .. }
         | Op::ConvTranspose { .. }

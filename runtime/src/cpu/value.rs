@@ -52,6 +52,9 @@ pub(crate) enum Data {
     U16(Arc<Store<u16>>),
     U8(Arc<Store<u8>>),
     Bool(Arc<Store<bool>>),
+    /// A packed quantized weight ([`DType::Quant`]), kept as its constant
+    /// tensor so the bytes are read in place and never inflated.
+    Packed(Tensor),
 }
 
 /// The elements of a buffer: owned, or borrowed from a constant tensor's
@@ -204,9 +207,18 @@ impl Elem for bool {
     }
 }
 
-/// Runs `$body` with `$T` bound to the Rust type of dtype `$dt` (every dtype).
+/// Runs `$body` with `$T` bound to the Rust type of dtype `$dt` (every plain
+/// dtype); returns an unsupported-dtype error for packed weights, which only
+/// the kernels that read them in place accept.
 macro_rules! with_dtype {
     ($dt:expr, $T:ident => $body:expr) => {
+        $crate::cpu::value::with_dtype!($dt, $T => $body, packed f => {
+            return Err($crate::cpu::value::KernelError::Unsupported(format!(
+                "this op on a packed {f} weight"
+            )))
+        })
+    };
+    ($dt:expr, $T:ident => $body:expr, packed $f:ident => $packed:expr) => {
         match $dt {
             kiln_ir::DType::F32 => {
                 type $T = f32;
@@ -260,6 +272,7 @@ macro_rules! with_dtype {
                 type $T = bool;
                 $body
             }
+            kiln_ir::DType::Quant($f) => $packed,
         }
     };
 }
@@ -356,6 +369,7 @@ impl Value {
             Data::U16(_) => DType::U16,
             Data::U8(_) => DType::U8,
             Data::Bool(_) => DType::Bool,
+            Data::Packed(t) => t.dtype(),
         }
     }
 
@@ -371,7 +385,37 @@ impl Value {
 
     /// Bytes held by the buffer.
     pub fn bytes(&self) -> u64 {
-        (self.len() * self.dtype().size_of()) as u64
+        match &self.data {
+            Data::Packed(t) => t.bytes().len() as u64,
+            _ => (self.len() * self.dtype().size_of()) as u64,
+        }
+    }
+
+    /// The packed weight this value holds, if it is one.
+    pub fn packed(&self) -> Option<KResult<kiln_ir::quant::PackedView<'_>>> {
+        match &self.data {
+            Data::Packed(t) => Some(
+                t.packed_view()?
+                    .map_err(|e| KernelError::Invalid(format!("packed weight: {e}"))),
+            ),
+            _ => None,
+        }
+    }
+
+    /// A packed weight decoded to an f32 value of the same shape, so that
+    /// ops without a packed kernel still see the weight's values.
+    fn dequantized(t: &Tensor) -> Value {
+        let values = match t.packed_view() {
+            Some(Ok(view)) => view.dequantize(),
+            // Tensors are checked when they are made; a malformed one decodes to nothing.
+            _ => Vec::new(),
+        };
+        let shape = if values.is_empty() {
+            vec![0]
+        } else {
+            t.dims().to_vec()
+        };
+        Value::new(shape, values)
     }
 
     /// The elements as a slice of `T`, or an error naming the dtypes.
@@ -396,23 +440,35 @@ impl Value {
 
     /// Every element as i64 (for shape-like operands: axes, pads, sizes).
     pub fn to_i64s(&self) -> Vec<i64> {
+        if let Data::Packed(t) = &self.data {
+            return Value::dequantized(t).to_i64s();
+        }
         with_dtype!(self.dtype(), T => match self.slice::<T>() {
             Ok(s) => s.iter().map(|&x| x.to_i64()).collect(),
             Err(_) => Vec::new(),
-        })
+        }, packed _f => Vec::new())
     }
 
     /// Every element as f64.
     pub fn to_f64s(&self) -> Vec<f64> {
+        if let Data::Packed(t) = &self.data {
+            return Value::dequantized(t).to_f64s();
+        }
         with_dtype!(self.dtype(), T => match self.slice::<T>() {
             Ok(s) => s.iter().map(|&x| x.to_f64()).collect(),
             Err(_) => Vec::new(),
-        })
+        }, packed _f => Vec::new())
     }
 
     /// Converts an IR tensor: aligned storage is borrowed, the rest copied once.
     pub fn from_tensor(t: &Tensor) -> Value {
         let shape = t.dims().to_vec();
+        if t.dtype().is_quant() {
+            return Value {
+                shape,
+                data: Data::Packed(t.clone()),
+            };
+        }
         if t.dtype() == DType::Bool {
             return Value::new(
                 shape,
@@ -439,7 +495,7 @@ impl Value {
             DType::U32 => Data::U32(conv(t)),
             DType::U16 => Data::U16(conv(t)),
             DType::U8 => Data::U8(conv(t)),
-            DType::Bool => unreachable!("handled above"),
+            DType::Bool | DType::Quant(_) => unreachable!("handled above"),
         };
         Value { shape, data }
     }
@@ -462,6 +518,7 @@ impl Value {
             Data::U32(v) => bytemuck::cast_slice(v),
             Data::U16(v) => bytemuck::cast_slice(v),
             Data::U8(v) => v,
+            Data::Packed(t) => return t.clone(),
             Data::Bool(v) => {
                 bytes = v.iter().map(|&b| b as u8).collect();
                 &bytes
@@ -476,6 +533,7 @@ impl Value {
             Data::F32(v) => v.to_vec(),
             Data::F16(v) => v.iter().map(|x| x.to_f32()).collect(),
             Data::BF16(v) => v.iter().map(|x| x.to_f32()).collect(),
+            Data::Packed(t) => return Value::dequantized(t).to_f32_vec(),
             _ => {
                 with_dtype!(self.dtype(), T => self.slice::<T>()?.iter().map(|&x| x.to_f64() as f32).collect())
             }
@@ -487,11 +545,14 @@ impl Value {
         if self.dtype() == to {
             return self.clone();
         }
+        if let Data::Packed(t) = &self.data {
+            return Value::dequantized(t).cast(to);
+        }
         let shape = self.shape.clone();
         with_dtype!(self.dtype(), S => {
             let src = self.slice::<S>().unwrap_or(&[]);
-            with_dtype!(to, D => Value::new(shape, cast_slice::<S, D>(src)))
-        })
+            with_dtype!(to, D => Value::new(shape, cast_slice::<S, D>(src)), packed _f => self.clone())
+        }, packed _f => self.clone())
     }
 }
 
