@@ -5,6 +5,7 @@
 
 mod commands;
 mod progress;
+mod quant_report;
 mod tensors;
 
 use clap::{Parser, Subcommand};

@@ -4,41 +4,6 @@
 mod common;
 
 use common::*;
-use std::path::PathBuf;
-
-fn cache() -> PathBuf {
-    std::env::var_os("KILN_CACHE")
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .unwrap_or_default();
-            std::env::var_os("XDG_CACHE_HOME")
-                .filter(|p| !p.is_empty())
-                .map(PathBuf::from)
-                .unwrap_or_else(|| home.join(".cache"))
-                .join("kiln")
-        })
-}
-
-fn have(paths: &[&PathBuf]) -> bool {
-    let missing: Vec<_> = paths.iter().filter(|p| !p.exists()).collect();
-    if missing.is_empty() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").map_or(true, |v| v.is_empty() || v == "0" || v == "false"),
-        "missing under CI: {missing:?}"
-    );
-    eprintln!("skipped: missing {missing:?} (run scripts/setup.sh)");
-    false
-}
-
-fn json_of(o: &std::process::Output) -> serde_json::Value {
-    assert!(o.status.success(), "kiln failed: {}", stderr(o));
-    serde_json::from_slice(&o.stdout).expect("--json prints one JSON object")
-}
 
 #[test]
 fn gguf_bundle_eval_compare_and_export() {

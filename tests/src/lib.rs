@@ -16,6 +16,7 @@ use std::path::PathBuf;
 pub mod bench;
 pub mod lm;
 pub mod onnx_node;
+pub mod quant;
 
 /// `$KILN_CACHE`, else `${XDG_CACHE_HOME:-$HOME/.cache}/kiln` (as in scripts/setup.sh).
 pub fn kiln_cache() -> PathBuf {

@@ -78,6 +78,8 @@ pub fn run(a: Args) -> Result<()> {
         .as_ref()
         .map(|b| serde_json::to_value(b.manifest()))
         .transpose()?;
+    let by_dtype = weights_by_dtype(g);
+    let resident = loaded.bundle.as_ref().and_then(|_| resident_after_load(g));
     let out = json!({
         "file": a.file.display().to_string(),
         "kind": kind,
@@ -89,6 +91,8 @@ pub fn run(a: Args) -> Result<()> {
         "ops": histogram,
         "parameters": g.constant_elements(),
         "weight_bytes": g.constant_bytes(),
+        "weights_by_dtype": by_dtype.iter().map(|(d, (n, b))| (d.clone(), json!({"parameters": n, "bytes": b, "bits_per_weight": 8.0 * *b as f64 / (*n).max(1) as f64}))).collect::<BTreeMap<_, _>>(),
+        "resident_bytes_after_load": resident,
         "dims": bindings,
         "dims_defaulted_to_1": defaulted,
         "flops": cost.as_ref().ok().map(|c| c.flops),
@@ -120,7 +124,7 @@ pub fn run(a: Args) -> Result<()> {
             println!("  {label:<11} {}: {}", info.name, info.ty);
         }
     }
-    for key in ["kiln.architecture", "kiln.task"] {
+    for key in ["kiln.architecture", "kiln.task", "kiln.quant"] {
         if let Some(v) = g.metadata.get(key) {
             println!("  {:<11} {v}", key.trim_start_matches("kiln."));
         }
@@ -139,6 +143,21 @@ pub fn run(a: Args) -> Result<()> {
         g.constant_elements(),
         g.constant_bytes() as f64 / 1048576.0
     );
+    if by_dtype.len() > 1 || by_dtype.keys().any(|d| d.starts_with('w')) {
+        for (d, (n, b)) in &by_dtype {
+            println!(
+                "    {d:<9} {n:>11} parameters, {:>8.2} MiB, {:.2} bits/weight",
+                *b as f64 / 1048576.0,
+                8.0 * *b as f64 / (*n).max(1) as f64
+            );
+        }
+    }
+    if let Some(r) = resident {
+        println!(
+            "  resident    {:.2} MiB (whole process, after loading into the CPU executor and reading every weight)",
+            r as f64 / 1048576.0
+        );
+    }
     match &cost {
         Ok(c) => {
             let dims: Vec<String> = bindings.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -172,4 +191,47 @@ pub fn run(a: Args) -> Result<()> {
         print!("{}", kiln_ir::text::print(g));
     }
     Ok(())
+}
+
+/// Parameters and bytes of the constants, per dtype (`f32`, `w4g64`, ...).
+fn weights_by_dtype(g: &Graph) -> BTreeMap<String, (u64, u64)> {
+    let mut m: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for t in g.constants.values() {
+        let e = m.entry(t.dtype().to_string()).or_default();
+        e.0 += t.len() as u64;
+        e.1 += t.bytes().len() as u64;
+    }
+    m
+}
+
+/// Resident set size in bytes, from `/proc/self/statm` (Linux only).
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// The whole process's resident memory once the CPU executor has loaded the
+/// bundle's graph and every weight page has been read: what a running app
+/// pays for the model. Packed weights are read in place, so this follows the
+/// bundle's size, not the f32 size.
+fn resident_after_load(g: &Graph) -> Option<u64> {
+    let exec =
+        kiln_runtime::cpu::CpuExecutor::new(g.clone(), kiln_runtime::cpu::ExecOptions::default())
+            .ok()?;
+    let mut sum = 0u64;
+    for t in exec.graph().constants.values() {
+        // One byte per page brings every mapped page in.
+        sum = sum.wrapping_add(
+            t.bytes()
+                .iter()
+                .step_by(4096)
+                .map(|&b| u64::from(b))
+                .sum::<u64>(),
+        );
+    }
+    std::hint::black_box(sum);
+    let resident = resident_bytes()?;
+    drop(exec);
+    Some(resident)
 }

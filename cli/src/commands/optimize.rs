@@ -2,6 +2,10 @@
 
 use crate::progress;
 use anyhow::{Context, Result};
+use kiln_passes::quant::{
+    quantize_graph, sample_windows, Calibration, Keep, QuantConfig, QuantProgress, QuantReport,
+    QuantSpec,
+};
 use kiln_passes::RunOptions;
 use kiln_targets::bundle::BundleInfo;
 use kiln_targets::compile::{self, Target};
@@ -36,6 +40,31 @@ pub struct Args {
     /// No progress display.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Quantize the weights: METHOD:FORMAT with METHOD rtn, gptq, awq or
+    /// awq+gptq and FORMAT w8, w4g32/64/128 or w3g32/64/128, `a` for zero
+    /// points (e.g. gptq:w4g64, awq+gptq:w3g64a, rtn:w8).
+    #[arg(long, value_name = "SPEC")]
+    pub quant: Option<String>,
+    /// Calibration text files (needed by gptq and awq; never the text you
+    /// evaluate on).
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    pub calib: Vec<PathBuf>,
+    /// Calibration sequences drawn from the text.
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    pub calib_samples: usize,
+    /// Tokens per calibration sequence.
+    #[arg(long, default_value_t = 512, value_name = "L")]
+    pub calib_len: usize,
+    /// Seed of the calibration sample.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Keep weights whose name matches this pattern (`*`, `?`) in higher
+    /// precision (repeatable; default: the token embedding and output head).
+    #[arg(long, value_name = "PATTERN")]
+    pub keep: Vec<String>,
+    /// What kept weights become: f32, or a wider format such as w8.
+    #[arg(long, default_value = "w8", value_name = "FORMAT")]
+    pub keep_as: String,
 }
 
 /// Runs `kiln optimize`.
@@ -69,16 +98,29 @@ pub fn run(a: Args) -> Result<()> {
     .with_context(|| format!("{}: optimizing for {}", a.model.display(), a.target))?;
     pb.finish_and_clear();
 
+    let mut options = compiled.manifest_options(target);
+    let mut graph = compiled.graph;
+    let quant = match &a.quant {
+        Some(spec) => {
+            let (report, manifest) = quantize(&a, spec, &mut graph, &assets, quiet)?;
+            options.insert("quant".to_string(), manifest);
+            Some(report)
+        }
+        None => None,
+    };
     let info = BundleInfo {
-        options: compiled.manifest_options(target),
+        options,
         assets,
         ..info_source
     };
     let sp = progress::spinner(quiet, format!("writing {}", a.output.display()));
-    let report = kiln_targets::bundle::write_bundle(&a.output, &compiled.graph, &info)?;
+    let report = kiln_targets::bundle::write_bundle(&a.output, &graph, &info)?;
     sp.finish_and_clear();
-    let (records, graph, nodes_before) =
-        (&compiled.records, &compiled.graph, compiled.nodes_before);
+    let report_files = match &quant {
+        Some(q) => Some(crate::quant_report::write(&a.output, q)?),
+        None => None,
+    };
+    let (records, graph, nodes_before) = (&compiled.records, &graph, compiled.nodes_before);
 
     if a.json {
         let passes: Vec<_> = records
@@ -98,6 +140,14 @@ pub fn run(a: Args) -> Result<()> {
             "nodes_after": graph.nodes.len(),
             "seconds": start.elapsed().as_secs_f64(),
             "passes": passes,
+            "quant": quant.as_ref().map(|q| json!({
+                "spec": q.spec,
+                "weights_bytes_before": q.bytes_before,
+                "weights_bytes_after": q.bytes_after,
+                "seconds": q.seconds,
+                "report": report_files.as_ref().map(|(j, _)| j.display().to_string()),
+                "chart": report_files.as_ref().map(|(_, s)| s.display().to_string()),
+            })),
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
@@ -124,5 +174,109 @@ pub fn run(a: Args) -> Result<()> {
         graph.nodes.len(),
         start.elapsed().as_secs_f64()
     );
+    if let (Some(q), Some((json_path, svg_path))) = (&quant, &report_files) {
+        let worst = q
+            .layers
+            .iter()
+            .filter_map(|l| l.output_error.map(|e| (e, l.name.as_str())))
+            .fold(None::<(f64, &str)>, |m, (e, n)| match m {
+                Some((me, _)) if me >= e => m,
+                _ => Some((e, n)),
+            });
+        println!(
+            "quantized {} weights with {} in {:.1}s: {:.2} → {:.2} MiB of weights{}",
+            q.layers.iter().filter(|l| l.format != "f32").count(),
+            q.spec,
+            q.seconds,
+            q.bytes_before as f64 / (1024.0 * 1024.0),
+            q.bytes_after as f64 / (1024.0 * 1024.0),
+            worst.map_or(String::new(), |(e, n)| format!(
+                "; largest output error {e:.2e} ({n})"
+            )),
+        );
+        println!("report: {} and {}", json_path.display(), svg_path.display());
+    }
     Ok(())
+}
+
+/// Tokenizes the calibration files, draws the sample and quantizes `graph`;
+/// returns the report and what the manifest records (no times, so the
+/// bundle stays reproducible).
+fn quantize(
+    a: &Args,
+    spec: &str,
+    graph: &mut kiln_ir::Graph,
+    assets: &std::collections::BTreeMap<String, Vec<u8>>,
+    quiet: bool,
+) -> Result<(QuantReport, serde_json::Value)> {
+    let spec = QuantSpec::parse(spec)?;
+    let mut config = QuantConfig::new(spec);
+    if !a.keep.is_empty() {
+        config.keep_patterns = a.keep.clone();
+    }
+    config.keep = Keep::parse(&a.keep_as)?;
+    let calibration = if a.calib.is_empty() {
+        if spec.method.needs_calibration() {
+            anyhow::bail!("--quant {spec} needs calibration text: add --calib FILE...");
+        }
+        None
+    } else {
+        let loaded = super::Loaded {
+            graph: kiln_ir::Graph::default(),
+            bundle: None,
+            assets: assets.clone(),
+        };
+        let tokenizer = loaded.tokenizer(&a.model)?;
+        let sp = progress::spinner(quiet, "tokenizing calibration text");
+        let mut tokens: Vec<u32> = Vec::new();
+        let mut files = Vec::new();
+        for path in &a.calib {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read calibration file {}", path.display()))?;
+            let ids = tokenizer
+                .encode(&text, false)
+                .with_context(|| format!("{}: cannot tokenize", path.display()))?;
+            files.push(json!({
+                "name": path.file_name().map(|n| n.to_string_lossy().to_string()),
+                "sha256": kiln_targets::bundle::sha256_source(path)?,
+                "tokens": ids.len(),
+            }));
+            tokens.extend(ids);
+        }
+        sp.finish_and_clear();
+        let sequences = sample_windows(&tokens, a.calib_samples, a.calib_len, a.seed)
+            .with_context(|| format!("calibration files: {}", a.calib.len()))?;
+        Some((Calibration { sequences }, files, tokens.len()))
+    };
+    let pb = progress::bar(quiet, 1, "quantizing");
+    let mut on_progress = |p: QuantProgress| {
+        pb.set_length(p.total as u64);
+        pb.set_position(p.done as u64);
+        pb.set_message(p.what);
+    };
+    let report = quantize_graph(
+        graph,
+        &config,
+        calibration.as_ref().map(|c| &c.0),
+        &mut on_progress,
+    )
+    .with_context(|| format!("{}: quantizing with {spec}", a.model.display()))?;
+    pb.finish_and_clear();
+    let manifest = json!({
+        "spec": spec.to_string(),
+        "keep": config.keep_patterns,
+        "keep_as": a.keep_as,
+        "calibration": calibration.as_ref().map(|(c, files, total)| json!({
+            "files": files,
+            "tokens": total,
+            "samples": c.sequences.len(),
+            "len": a.calib_len,
+            "seed": a.seed,
+        })),
+        "layers": report.layers.iter().map(|l| json!({
+            "name": l.name, "format": l.format, "method": l.method,
+            "output_error": l.output_error, "weight_error": l.weight_error,
+        })).collect::<Vec<_>>(),
+    });
+    Ok((report, manifest))
 }
