@@ -172,6 +172,17 @@ fn onnx_models_cannot_be_exported_as_safetensors() {
             "-o",
             out.to_str().unwrap(),
         ]),
-        &["unknown export format 'gguf'"],
+        &["tiny.onnx", "LLaMA-family", "architecture templates"],
+    );
+    assert_clean_failure(
+        &kiln(&[
+            "export",
+            model.to_str().unwrap(),
+            "--format",
+            "tflite",
+            "-o",
+            out.to_str().unwrap(),
+        ]),
+        &["unknown export format 'tflite'"],
     );
 }

@@ -2,6 +2,11 @@
 //! Hugging Face folders: the GGUF metadata becomes a `config.json`, GGUF
 //! tensor names become Hugging Face names, and the query/key rows that
 //! llama.cpp's converter permuted for its rotary layout are put back.
+//!
+//! The inverse mappings ([`gguf_name`], [`permute_rows`],
+//! [`gguf_architecture`]) serve the GGUF exporter ([`crate::gguf::export`]);
+//! the metadata the config and tokenizer cannot hold travels with the model
+//! as the [`GGUF_METADATA_ASSET`] so an export writes it back.
 
 use crate::arch::{self, HfConfig, WeightSource};
 use crate::gguf::{GgufFile, MetaValue};
@@ -16,6 +21,28 @@ use std::path::Path;
 /// GGUF architectures Kiln imports, and whether llama.cpp's converter
 /// permuted their query/key rows (LLaMA's "normal" rotary layout).
 const ARCHITECTURES: &[(&str, &str, bool)] = &[("llama", "llama", true), ("qwen2", "qwen2", false)];
+
+/// Asset holding the GGUF metadata of an imported file that `config.json`
+/// and `tokenizer.json` do not carry exactly (see
+/// [`crate::gguf::export::source_metadata_json`]).
+pub const GGUF_METADATA_ASSET: &str = "gguf_metadata.json";
+
+/// The GGUF architecture llama.cpp's converter writes for a Hugging Face
+/// `model_type`, and whether it permutes query/key rows: Mistral
+/// checkpoints are converted as `llama`.
+pub fn gguf_architecture(model_type: &str) -> Option<(&'static str, bool)> {
+    let arch = match model_type {
+        "mistral" => "llama",
+        other => other,
+    };
+    ARCHITECTURES
+        .iter()
+        .find(|a| a.1 == arch)
+        .map(|&(gguf, _, permuted)| (gguf, permuted))
+}
+
+/// The `model_type`s [`gguf_architecture`] maps.
+pub const EXPORTABLE_MODEL_TYPES: &[&str] = &["llama", "mistral", "qwen2"];
 
 /// Imports a GGUF file.
 pub fn import(path: &Path) -> Result<Model, ImportError> {
@@ -44,6 +71,13 @@ pub fn import(path: &Path) -> Result<Model, ImportError> {
     let kv_heads = cfg.opt_usize("num_key_value_heads")?.unwrap_or(heads);
     let vocab = gguf_vocab(&file, &origin)?;
     let tokenizer = Tokenizer::from_gguf_vocab(&vocab)?;
+    let tokenizer_json = tokenizer.to_json()?;
+    let metadata_json =
+        crate::gguf::export::source_metadata_json(file.metadata(), &tokenizer_json, &origin)?;
+    let chat_template = file
+        .get("tokenizer.chat_template")
+        .and_then(MetaValue::as_str)
+        .map(str::to_string);
 
     let mut source = GgufSource {
         file,
@@ -58,15 +92,28 @@ pub fn import(path: &Path) -> Result<Model, ImportError> {
     }
     let mut assets = BTreeMap::new();
     assets.insert(CONFIG_ASSET.to_string(), config_json);
-    assets.insert(
-        TOKENIZER_ASSET.to_string(),
-        tokenizer.to_json()?.into_bytes(),
-    );
+    assets.insert(TOKENIZER_ASSET.to_string(), tokenizer_json.into_bytes());
     assets.insert(
         TOKENIZER_CONFIG_ASSET.to_string(),
-        tokenizer.to_config_json().into_bytes(),
+        with_chat_template(tokenizer.to_config_json(), chat_template.as_deref()).into_bytes(),
     );
+    assets.insert(GGUF_METADATA_ASSET.to_string(), metadata_json.into_bytes());
     Ok(Model { graph, assets })
+}
+
+/// `tokenizer_config.json` text with `chat_template` added (as Hugging Face
+/// folders keep it), when there is one.
+pub fn with_chat_template(config_json: String, template: Option<&str>) -> String {
+    let Some(template) = template else {
+        return config_json;
+    };
+    match serde_json::from_str::<Value>(&config_json) {
+        Ok(Value::Object(mut obj)) => {
+            obj.insert("chat_template".into(), Value::String(template.to_string()));
+            Value::Object(obj).to_string()
+        }
+        _ => config_json,
+    }
 }
 
 fn meta_str<'a>(file: &'a GgufFile, origin: &str, key: &str) -> Result<&'a str, ImportError> {
@@ -223,8 +270,10 @@ fn gguf_vocab(file: &GgufFile, origin: &str) -> Result<GgufVocab, ImportError> {
     })
 }
 
-/// Hugging Face name → GGUF name, for the tensors of the LLaMA template.
-fn gguf_name(hf: &str) -> Option<String> {
+/// Hugging Face name → GGUF name, for the tensors of the LLaMA template
+/// (`model.layers.3.self_attn.q_proj.weight` → `blk.3.attn_q.weight`); the
+/// names llama.cpp's converter writes.
+pub fn gguf_name(hf: &str) -> Option<String> {
     let fixed = match hf {
         "model.embed_tokens.weight" => Some("token_embd.weight"),
         "model.norm.weight" => Some("output_norm.weight"),
@@ -336,4 +385,61 @@ pub fn unpermute_rows(
         }
     }
     Tensor::from_vec(t.dims().to_vec(), dst).map_err(|e| bad(e.to_string()))
+}
+
+/// Applies llama.cpp's converter permutation of query/key rows, the inverse
+/// of [`unpermute_rows`]: Hugging Face row `h·d + j·d/2 + i` becomes GGUF row
+/// `h·d + 2i + j` (`d` = rows per head). `data` holds `rows` rows of equal
+/// byte length (f32 values or whole quantized blocks alike); `None` when the
+/// rows do not split into `heads` heads of rotary pairs or the bytes into
+/// `rows` rows.
+pub fn permute_rows(data: &[u8], rows: usize, heads: usize) -> Option<Vec<u8>> {
+    if rows == 0
+        || heads == 0
+        || !rows.is_multiple_of(2 * heads)
+        || !data.len().is_multiple_of(rows)
+    {
+        return None;
+    }
+    let row = data.len() / rows;
+    let d = rows / heads;
+    let mut out = vec![0u8; data.len()];
+    for h in 0..heads {
+        for i in 0..d / 2 {
+            for j in 0..2 {
+                let from = h * d + j * (d / 2) + i;
+                let to = h * d + 2 * i + j;
+                out[to * row..(to + 1) * row].copy_from_slice(&data[from * row..(from + 1) * row]);
+            }
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permute_rows_inverts_unpermute_rows() {
+        // 2 heads of 6 rows, 3 columns; llama.cpp's converter reshapes each
+        // head as (2, d/2) and swaps the axes: rows 0..6 of a head become
+        // 0, 3, 1, 4, 2, 5.
+        let (rows, cols) = (12, 3);
+        let values: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let permuted = permute_rows(&bytes, rows, 2).unwrap();
+        let row =
+            |b: &[u8], r: usize| f32::from_le_bytes(b[r * 12..r * 12 + 4].try_into().unwrap());
+        let order: Vec<f32> = (0..rows).map(|r| row(&permuted, r) / 3.0).collect();
+        assert_eq!(
+            order,
+            [0.0, 3.0, 1.0, 4.0, 2.0, 5.0, 6.0, 9.0, 7.0, 10.0, 8.0, 11.0]
+        );
+        let t = Tensor::from_raw(kiln_ir::DType::F32, vec![rows, cols], &permuted).unwrap();
+        let back = unpermute_rows(t, 2, "w", "test").unwrap();
+        assert_eq!(back.bytes(), &bytes[..]);
+        assert!(permute_rows(&bytes, rows, 5).is_none());
+        assert!(permute_rows(&bytes[1..], rows, 2).is_none());
+    }
 }

@@ -1,6 +1,6 @@
 //! A reader for GGUF files (llama.cpp's model format), versions 2 and 3,
-//! and a writer for version 3 ([`GgufWriter`], with quantizers in
-//! [`quantize`]).
+//! a writer for version 3 ([`GgufWriter`], with quantizers in
+//! [`quantize`]), and the export of LLaMA-family models ([`export`]).
 //!
 //! [`GgufFile::open`] maps the file, parses and validates the header (every
 //! tensor's type, block geometry, alignment and bounds are checked up
@@ -16,6 +16,7 @@
 
 mod dequant;
 mod error;
+pub mod export;
 mod meta;
 mod parse;
 pub mod quantize;
@@ -24,6 +25,7 @@ pub mod writer;
 
 pub use dequant::dequantize_into;
 pub use error::GgufError;
+pub use export::{export_gguf, GgufExportError, GgufExportOptions, GgufExportReport, GgufType};
 pub use meta::MetaValue;
 pub use quantize::QuantizeError;
 pub use types::{GgmlType, QK_K};

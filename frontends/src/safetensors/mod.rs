@@ -249,10 +249,14 @@ pub fn import_folder(dir: &Path) -> Result<Model, ImportError> {
     if tok_path.exists() {
         let tok = crate::tokenizer::Tokenizer::from_file(&tok_path)?;
         assets.insert(TOKENIZER_ASSET.to_string(), tok.to_json()?.into_bytes());
-        assets.insert(
-            TOKENIZER_CONFIG_ASSET.to_string(),
-            tok.to_config_json().into_bytes(),
-        );
+        // The chat template travels too (GGUF export writes it).
+        let template = std::fs::read(dir.join("tokenizer_config.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v.get("chat_template")?.as_str().map(str::to_string));
+        let config =
+            crate::gguf_llama::with_chat_template(tok.to_config_json(), template.as_deref());
+        assets.insert(TOKENIZER_CONFIG_ASSET.to_string(), config.into_bytes());
     }
     Ok(Model { graph, assets })
 }
