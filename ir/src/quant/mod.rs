@@ -34,7 +34,7 @@ mod weight;
 mod tests;
 
 pub use format::{bits_per_weight, packed_bytes, QuantFormat, GROUP_SIZES};
-pub use rtn::{quantize_rtn, MIN_SCALE};
+pub use rtn::{group_params, quantize_rtn, MIN_SCALE};
 pub use view::PackedView;
 pub use weight::{dequantize, dot_column, matvec, PackedWeight};
 

@@ -117,29 +117,44 @@ pub fn quantize_rtn(
 /// Scale and (implicit) zero point of a symmetric group; `Err(max|w|)` when
 /// the scale would overflow f16.
 fn symmetric_group(values: &[f32], fmt: QuantFormat) -> Result<(f16, u8), f32> {
-    let qmax = f32::from(fmt.symmetric_zero() - 1);
     let amax = values.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    let s = scale_at_most(amax / qmax).ok_or(amax)?;
-    Ok((s, fmt.symmetric_zero()))
+    group_params(-amax, amax, fmt)
 }
 
 /// Scale and zero point of an asymmetric group; `Err(max - min)` when the
 /// scale would overflow f16.
-///
-/// With the scale rounded down, `-min/s + max/s ≥ 2^bits - 1`, so the codes
-/// of the minimum and the maximum are `0` and `2^bits - 1` (both ends of the
-/// code range in use). Only f32 rounding of those quotients at a tie can
-/// leave the top code one short; the scale then steps down one f16 value,
-/// which gains a margin (relative 2^-11) far above f32 rounding.
 fn asymmetric_group(values: &[f32], fmt: QuantFormat) -> Result<(f16, u8), f32> {
-    // Widening the range to include 0 keeps 0 exactly representable and
-    // the zero point inside the code range.
     let lo = values.iter().fold(0.0f32, |m, &v| m.min(v));
     let hi = values.iter().fold(0.0f32, |m, &v| m.max(v));
-    let range = hi - lo;
-    let q = f32::from(fmt.max_code());
-    let s = scale_at_most(range / q).ok_or(range)?;
-    Ok(settle_asymmetric(lo, hi, q, s))
+    group_params(lo, hi, fmt)
+}
+
+/// Round-to-nearest's scale and zero point for a group whose values span
+/// `[lo, hi]`; `Err(max|w|)` (symmetric) or `Err(max - min)` (asymmetric)
+/// when the scale would overflow f16. Calibrated quantizers that choose a
+/// group's range themselves (clip search, GPTQ's static groups) call this so
+/// their scales follow the same rules.
+///
+/// Asymmetric: the range is widened to include 0, which keeps 0 exactly
+/// representable and the zero point inside the code range. With the scale
+/// rounded down, `-min/s + max/s ≥ 2^bits - 1`, so the codes of the minimum
+/// and the maximum are `0` and `2^bits - 1` (both ends of the code range in
+/// use). Only f32 rounding of those quotients at a tie can leave the top
+/// code one short; the scale then steps down one f16 value, which gains a
+/// margin (relative 2^-11) far above f32 rounding.
+pub fn group_params(lo: f32, hi: f32, fmt: QuantFormat) -> Result<(f16, u8), f32> {
+    if fmt.symmetric() {
+        let qmax = f32::from(fmt.symmetric_zero() - 1);
+        let amax = lo.abs().max(hi.abs());
+        let s = scale_at_most(amax / qmax).ok_or(amax)?;
+        Ok((s, fmt.symmetric_zero()))
+    } else {
+        let (lo, hi) = (lo.min(0.0), hi.max(0.0));
+        let range = hi - lo;
+        let q = f32::from(fmt.max_code());
+        let s = scale_at_most(range / q).ok_or(range)?;
+        Ok(settle_asymmetric(lo, hi, q, s))
+    }
 }
 
 /// The zero point for scale `s`, first stepping `s` down one f16 value at a

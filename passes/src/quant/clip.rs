@@ -423,55 +423,11 @@ pub fn clip_search(
     quantize_with_params(w, rows, cols, format, &params)
 }
 
-/// Scale and zero point of a group whose values span `[lo, hi]` (`lo ≤ 0 ≤
-/// hi` not required: the asymmetric range is widened to include 0 here), by
-/// RTN's rules; `Err(range)` when the scale would overflow f16.
+/// Scale and zero point of a group whose values span `[lo, hi]`, by RTN's
+/// rules (`kiln_ir::quant::group_params`); `Err(range)` when the scale
+/// would overflow f16.
 pub(crate) fn range_params(lo: f32, hi: f32, format: QuantFormat) -> Result<(f16, u8), f32> {
-    if format.symmetric() {
-        let qmax = f32::from(format.symmetric_zero() - 1);
-        let amax = lo.abs().max(hi.abs());
-        let s = scale_at_most(amax / qmax).ok_or(amax)?;
-        Ok((s, format.symmetric_zero()))
-    } else {
-        let (lo, hi) = (lo.min(0.0), hi.max(0.0));
-        let range = hi - lo;
-        let q = f32::from(format.max_code());
-        let s = scale_at_most(range / q).ok_or(range)?;
-        Ok(settle_asymmetric(lo, hi, q, s))
-    }
-}
-
-/// Most one-step reductions of an asymmetric scale (one always suffices,
-/// see docs/quant-formats.md).
-const MAX_SCALE_STEPS: usize = 4;
-
-/// The zero point for scale `s`, first stepping `s` down one f16 value at a
-/// time while the top code `round(hi / s) + z` falls short of `q`.
-fn settle_asymmetric(lo: f32, hi: f32, q: f32, mut s: f16) -> (f16, u8) {
-    let mut steps = 0;
-    loop {
-        let sf = s.to_f32();
-        let z = (-lo / sf).round().clamp(0.0, q);
-        let top = (hi / sf).round() + z;
-        if top >= q || s <= MIN_SCALE || steps == MAX_SCALE_STEPS {
-            return (s, z as u8);
-        }
-        s = f16::from_bits(s.to_bits() - 1);
-        steps += 1;
-    }
-}
-
-/// The largest f16 not above `x`, raised to [`MIN_SCALE`]; `None` when `x`
-/// exceeds f16's range.
-fn scale_at_most(x: f32) -> Option<f16> {
-    if x.is_nan() || x > f16::MAX.to_f32() {
-        return None;
-    }
-    let mut h = f16::from_f32(x);
-    if h.to_f32() > x {
-        h = f16::from_bits(h.to_bits() - 1);
-    }
-    Some(if h < MIN_SCALE { MIN_SCALE } else { h })
+    kiln_ir::quant::group_params(lo, hi, format)
 }
 
 #[cfg(test)]
