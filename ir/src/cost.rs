@@ -26,6 +26,9 @@
 //!   the product with V and 5 per score for the softmax, where `Skv`
 //!   includes the past keys (causal masking is not discounted: kernels may
 //!   or may not skip masked blocks); RotaryEmbedding 3 per output element;
+//! - fused ops: Elementwise counts one per instruction per output element;
+//!   FusedMatMul `2·M·N·K` per batch for the product plus one per epilogue
+//!   instruction per output element;
 //! - movement, indexing and generating ops (Reshape, Transpose, Gather, Pad,
 //!   Identity, Dropout, Range, ...) count 0 flops.
 //!
@@ -229,6 +232,21 @@ fn flops(op: &Op, inputs: &[Option<(usize, Vec<u64>)>], outputs: &[(usize, Vec<u
             *kv_num_heads,
         ),
         RotaryEmbedding { .. } => per(3),
+        Elementwise { program } => per(program.len() as u64),
+        FusedMatMul {
+            trans_a, epilogue, ..
+        } => {
+            // K is A's last axis, or its second to last when transposed (A may be 1-d).
+            let k = dims(0)
+                .and_then(|d| {
+                    let i = d.len().checked_sub(if *trans_a { 2 } else { 1 })?;
+                    d.get(i).copied()
+                })
+                .unwrap_or(0);
+            per(2)
+                .saturating_mul(k)
+                .saturating_add(per(epilogue.len() as u64))
+        }
 
         Reduce { .. }
         | ArgReduce { .. }
@@ -406,5 +424,41 @@ mod tests {
             &[(4, vec![1, 9, 1, 64])],
         );
         assert_eq!(c.flops, 9 * 512 * (2 * 64 * 2 + 5));
+    }
+
+    #[test]
+    fn fused_costs_count_the_product_and_the_program() {
+        use crate::fused::{BinaryFn, Instr, Program, UnaryFn};
+        let bias_gelu = Program {
+            inputs: 2,
+            instrs: vec![
+                Instr::Binary(BinaryFn::Add, 0, 1),
+                Instr::Unary(UnaryFn::Gelu(crate::GeluApprox::None), 2),
+            ],
+        };
+        // [2, 3, 4] · [4, 5] with a bias and Gelu: 2·(2·3)·5·4 + 2 per output.
+        let op = Op::FusedMatMul {
+            trans_a: false,
+            trans_b: false,
+            epilogue: bias_gelu.clone(),
+        };
+        let c = node_cost(
+            &op,
+            &[f32s(&[2, 3, 4]), f32s(&[4, 5]), f32s(&[5])],
+            &[(4, vec![2, 3, 5])],
+        );
+        assert_eq!(c.flops, 2 * 30 * 4 + 2 * 30);
+        // Transposed A [4, 3]: K is the second to last axis.
+        let op = Op::FusedMatMul {
+            trans_a: true,
+            trans_b: false,
+            epilogue: Program::identity(),
+        };
+        let c = node_cost(&op, &[f32s(&[4, 3]), f32s(&[4, 5])], &[(4, vec![3, 5])]);
+        assert_eq!(c.flops, 2 * 15 * 4);
+        let op = Op::Elementwise { program: bias_gelu };
+        let c = node_cost(&op, &[f32s(&[3, 5]), f32s(&[5])], &[(4, vec![3, 5])]);
+        assert_eq!(c.flops, 30);
+        assert_eq!(c.bytes_read, 4 * 20);
     }
 }

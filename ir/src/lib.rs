@@ -7,9 +7,11 @@
 
 pub mod cost;
 pub mod dtype;
+pub mod fused;
 pub mod graph;
 pub mod infer;
 pub mod op;
+pub mod profile;
 pub mod quant;
 pub mod shape;
 pub mod tensor;
@@ -17,6 +19,7 @@ pub mod text;
 pub mod verify;
 
 pub use dtype::DType;
+pub use fused::{BinaryFn, Instr, Program, UnaryFn};
 pub use graph::{Graph, Node, ValueId, ValueInfo};
 pub use op::*;
 pub use shape::{Dim, Shape, ValueType};

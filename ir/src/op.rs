@@ -20,6 +20,17 @@ impl PartialEq for Float {
     }
 }
 impl Eq for Float {}
+impl PartialOrd for Float {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Float {
+    /// Bitwise order, consistent with `Eq`; only used to store ops in sorted containers.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.to_bits().cmp(&other.0.to_bits())
+    }
+}
 impl Hash for Float {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.0.to_bits().hash(state)
@@ -32,7 +43,7 @@ impl From<f32> for Float {
 }
 
 /// A scalar literal attribute (the fill value of `ConstantOfShape`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Literal {
     /// A floating-point value, stored as the bits of an f64.
     Float(u64),
@@ -72,7 +83,7 @@ impl Literal {
 }
 
 /// What a reduction computes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum ReduceKind {
     /// Sum.
     Sum,
@@ -97,7 +108,7 @@ pub enum ReduceKind {
 }
 
 /// Which pooling a pooling op computes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum PoolKind {
     /// Maximum over the window.
     Max,
@@ -106,7 +117,7 @@ pub enum PoolKind {
 }
 
 /// How the spatial padding of a convolution or pool is chosen.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum AutoPad {
     /// Use the explicit `pads`.
     NotSet,
@@ -119,7 +130,7 @@ pub enum AutoPad {
 }
 
 /// Spatial window attributes shared by convolutions and pools.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Window {
     /// Kernel size per spatial axis; empty means "from the weight" (convolutions).
     pub kernel_shape: Vec<u64>,
@@ -134,7 +145,7 @@ pub struct Window {
 }
 
 /// The padding mode of `Pad`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum PadMode {
     /// Fill with the constant input (default 0).
     Constant,
@@ -147,7 +158,7 @@ pub enum PadMode {
 }
 
 /// The interpolation mode of `Resize`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum ResizeMode {
     /// Nearest neighbour.
     Nearest,
@@ -158,7 +169,7 @@ pub enum ResizeMode {
 }
 
 /// How `Resize` maps an output coordinate to an input coordinate.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum CoordinateTransform {
     /// (x + 0.5) / scale - 0.5
     HalfPixel,
@@ -175,7 +186,7 @@ pub enum CoordinateTransform {
 }
 
 /// Rounding rule for `Resize` in nearest mode.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum NearestMode {
     /// Round half down.
     RoundPreferFloor,
@@ -188,7 +199,7 @@ pub enum NearestMode {
 }
 
 /// How `Resize` treats the aspect ratio when sizes are given (opset 18).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum KeepAspectRatio {
     /// Use the sizes as given.
     Stretch,
@@ -199,7 +210,7 @@ pub enum KeepAspectRatio {
 }
 
 /// Attributes of `Resize`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ResizeAttrs {
     /// Interpolation.
     pub mode: ResizeMode,
@@ -222,7 +233,7 @@ pub struct ResizeAttrs {
 }
 
 /// Element order of `DepthToSpace`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum DepthToSpaceMode {
     /// Depth-column-row.
     Dcr,
@@ -231,7 +242,7 @@ pub enum DepthToSpaceMode {
 }
 
 /// The approximation a `Gelu` uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum GeluApprox {
     /// Exact, with erf.
     None,
@@ -240,7 +251,7 @@ pub enum GeluApprox {
 }
 
 /// Reduction applied by scatter ops to colliding updates.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum ScatterReduction {
     /// Replace.
     None,
@@ -258,7 +269,9 @@ pub enum ScatterReduction {
 ///
 /// Inputs are positional, in the order of the ONNX operator of the same
 /// name; optional inputs may be absent (`None` in [`crate::Node::inputs`]).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, strum::IntoStaticStr)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, strum::IntoStaticStr,
+)]
 pub enum Op {
     // ---- elementwise unary ----
     /// |x|
@@ -810,6 +823,34 @@ pub enum Op {
         num_heads: i64,
         /// Leading elements of each head that are rotated; 0 means all.
         rotary_embedding_dim: i64,
+    },
+
+    // ---- fused (made by the fusion pass, never imported) ----
+    /// A fused elementwise computation: inputs X0 .. X(n-1), n =
+    /// `program.inputs`, all f32, with multidirectional (numpy)
+    /// broadcasting; the result is f32 of the broadcast shape with
+    /// `y[i] = program(X0[i], .., X(n-1)[i])`.
+    Elementwise {
+        /// The scalar program applied per element.
+        program: crate::fused::Program,
+    },
+    /// A matrix product with a fused elementwise epilogue: A, B, E1 .. Ek
+    /// (k = `epilogue.inputs - 1`).
+    ///
+    /// `acc = op(A) · op(B)` with numpy matmul semantics (batch
+    /// broadcasting, 1-d operands promoted as in `MatMul`), `op` swapping
+    /// the last two axes when its flag is set (a transposed operand has
+    /// rank ≥ 2); then `y = epilogue(acc, E1, .., Ek)` elementwise, each Ei
+    /// broadcast to acc's shape (it may not enlarge it). B may be a packed
+    /// quantized `[in, out]` weight, as `MatMul`'s operand 1, when `trans_b`
+    /// is false. An identity epilogue is a plain product.
+    FusedMatMul {
+        /// Transpose the last two axes of A.
+        trans_a: bool,
+        /// Transpose the last two axes of B.
+        trans_b: bool,
+        /// The program applied to each product element (register 0) and the Ei.
+        epilogue: crate::fused::Program,
     },
 }
 

@@ -13,12 +13,13 @@
 //!
 //! The code is split by op family: [`broadcast`] (numpy broadcasting, shared
 //! with other crates), `elementwise`, `linalg`, `conv`, `norm`, `reduce`,
-//! `movement`, `index`, `generate`, `resize` and `attention`.
+//! `movement`, `index`, `generate`, `resize`, `attention` and `fused`.
 
 mod attention;
 pub mod broadcast;
 mod conv;
 mod elementwise;
+mod fused;
 mod generate;
 mod index;
 pub(crate) mod linalg;
@@ -122,17 +123,21 @@ fn output_range(op: &Op) -> (usize, usize) {
     }
 }
 
-/// Packed weights are read in place by two ops only: `MatMul` (as its
-/// weight operand) and `Gather` (selecting output columns); any other use
+/// Packed weights are read in place by three ops only: `MatMul` and
+/// `FusedMatMul` (as their weight operand) and `Gather` (selecting output
+/// columns); any other use
 /// would see codes instead of values.
 fn check_packed_operands(cx: &Ctx) -> R<()> {
     for (i, t) in cx.inputs.iter().enumerate() {
         let Some(t) = t else { continue };
         if let crate::DType::Quant(f) = t.dtype {
-            let allowed = matches!((cx.op, i), (Op::MatMul, 1) | (Op::Gather { .. }, 0));
+            let allowed = matches!(
+                (cx.op, i),
+                (Op::MatMul | Op::FusedMatMul { .. }, 1) | (Op::Gather { .. }, 0)
+            );
             if !allowed {
                 return Err(cx.err(format!(
-                    "operand {i} is a packed {f} weight, which only MatMul (operand 1) and Gather (operand 0) read"
+                    "operand {i} is a packed {f} weight, which only MatMul and FusedMatMul (operand 1) and Gather (operand 0) read"
                 )));
             }
             if t.shape.rank() != 2 {
@@ -325,6 +330,13 @@ fn dispatch(cx: &Ctx) -> R<Vec<ValueType>> {
             *num_heads,
             *rotary_embedding_dim,
         )?),
+
+        Elementwise { program } => one(fused::elementwise(cx, program)?),
+        FusedMatMul {
+            trans_a,
+            trans_b,
+            epilogue,
+        } => one(fused::fused_matmul(cx, *trans_a, *trans_b, epilogue)?),
     }
 }
 

@@ -2,6 +2,7 @@
 //! variadic ops, `Where`, `Clip` and `Cast`.
 
 use super::value::{bail, unsupported, with_dtype, with_f, with_int, Elem, KResult, Value};
+pub(crate) use kiln_ir::fused::{erf_f32, exp_f32, sigmoid_f32};
 use kiln_ir::{DType, GeluApprox, Op};
 use rayon::prelude::*;
 
@@ -266,62 +267,8 @@ macro_rules! float_unary {
     }};
 }
 
-/// erf for f32: a rational approximation (as used by Eigen/XLA) accurate to a
-/// few ulp, written without branches so the loop vectorises.
-#[inline(always)]
-pub(crate) fn erf_f32(x: f32) -> f32 {
-    let x = x.clamp(-4.0, 4.0);
-    let x2 = x * x;
-    let mut p = -2.726_142_3e-10_f32;
-    p = p * x2 + 2.770_681_4e-8;
-    p = p * x2 + -2.101_024e-6;
-    p = p * x2 + -5.692_506_4e-5;
-    p = p * x2 + -7.349_906e-4;
-    p = p * x2 + -2.954_600_1e-3;
-    p = p * x2 + -1.609_603_3e-2;
-    let mut q = -1.456_607_2e-5_f32;
-    q = q * x2 + -2.133_740_6e-4;
-    q = q * x2 + -1.682_827e-3;
-    q = q * x2 + -7.373_329_3e-3;
-    q = q * x2 + -1.426_474e-2;
-    x * p / q
-}
-
-/// e^x for f32 without a libm call, so loops over it vectorise (about 1 ulp).
-#[inline(always)]
-pub(crate) fn exp_f32(x: f32) -> f32 {
-    // exp(x) = 2^k · exp(r), r = x - k·ln2, |r| ≤ ln2/2; exp(r) by a degree-6 polynomial.
-    let x = x.clamp(-104.0, 88.7);
-    // Round to nearest with the 1.5·2^23 trick: `f32::round` is a libm call on baseline x86-64.
-    const MAGIC: f32 = 12_582_912.0;
-    let k = (x * std::f32::consts::LOG2_E + MAGIC) - MAGIC;
-    let r = k * -0.693_145_75 + x;
-    let r = k * -1.428_606_8e-6 + r;
-    let mut p = 1.0 / 720.0_f32;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    p = p * r + 1.0;
-    p = p * r + 1.0;
-    // Split the scaling in two so k down to -150 still produces subnormals and zeros.
-    let k = k as i32;
-    let k1 = k / 2;
-    let k2 = k - k1;
-    let s1 = f32::from_bits(((k1 + 127) as u32) << 23);
-    let s2 = f32::from_bits(((k2 + 127) as u32) << 23);
-    p * s1 * s2
-}
-
 fn erf_f64(x: f64) -> f64 {
     libm::erf(x)
-}
-
-#[inline(always)]
-fn sigmoid_f32(x: f32) -> f32 {
-    // exp_f32 saturates instead of overflowing, so one branch-free form is
-    // stable on both sides and vectorises.
-    1.0 / (1.0 + exp_f32(-x))
 }
 
 fn sigmoid_f64(x: f64) -> f64 {

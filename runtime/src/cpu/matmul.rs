@@ -86,7 +86,7 @@ pub(crate) fn gemm_into<T: GemmElem>(
 }
 
 /// Checks that a strided rows×cols matrix lies within `len` elements.
-fn check_mat(mat: Mat, rows: usize, cols: usize, len: usize) -> bool {
+pub(crate) fn check_mat(mat: Mat, rows: usize, cols: usize, len: usize) -> bool {
     if rows == 0 || cols == 0 {
         return true;
     }

@@ -18,6 +18,7 @@
 mod attention;
 mod conv;
 mod elementwise;
+mod fused;
 mod gather;
 mod matmul;
 mod movement;

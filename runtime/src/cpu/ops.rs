@@ -2,8 +2,8 @@
 
 use super::value::{arg, bail, opt, KResult, Value};
 use super::{
-    attention, conv, elementwise as ew, gather, matmul, movement as mv, norm, pool, reduce, resize,
-    rotary,
+    attention, conv, elementwise as ew, fused, gather, matmul, movement as mv, norm, pool, reduce,
+    resize, rotary,
 };
 use kiln_ir::{DType, Op};
 
@@ -384,6 +384,44 @@ pub(crate) fn eval(op: &Op, inputs: &[Option<&Value>], num_outputs: usize) -> KR
             *num_heads,
             *rotary_embedding_dim,
         )?),
+        Op::Elementwise { program } => {
+            if inputs.len() != program.inputs as usize {
+                bail!(
+                    "the program has {} inputs, the node has {} operands",
+                    program.inputs,
+                    inputs.len()
+                );
+            }
+            let xs = (0..program.inputs as usize)
+                .map(|i| arg(inputs, i))
+                .collect::<KResult<Vec<_>>>()?;
+            one(fused::elementwise(program, &xs)?)
+        }
+        Op::FusedMatMul {
+            trans_a,
+            trans_b,
+            epilogue,
+        } => {
+            if inputs.len() != epilogue.inputs as usize + 1 {
+                bail!(
+                    "the epilogue has {} inputs, so the node needs {} operands (A, B, E1..), got {}",
+                    epilogue.inputs,
+                    epilogue.inputs as usize + 1,
+                    inputs.len()
+                );
+            }
+            let extras = (2..epilogue.inputs as usize + 1)
+                .map(|i| arg(inputs, i))
+                .collect::<KResult<Vec<_>>>()?;
+            one(fused::fused_matmul(
+                x()?,
+                arg(inputs, 1)?,
+                &extras,
+                *trans_a,
+                *trans_b,
+                epilogue,
+            )?)
+        }
     }
 }
 
@@ -404,6 +442,7 @@ pub(crate) fn rejects(op: &Op, dt: DType) -> bool {
         | Op::Attention { .. }
         | Op::RotaryEmbedding { .. } => !dt.is_float(),
         Op::MatMul | Op::Gemm { .. } => dt == DType::Bool,
+        Op::Elementwise { .. } | Op::FusedMatMul { .. } => dt != DType::F32,
         _ => false,
     }
 }

@@ -1155,16 +1155,70 @@ pub(crate) fn matmul_packed(x: &Value, w: &Value) -> KResult<Value> {
     Ok(Value::new(shape, values))
 }
 
+/// Applied to finished parts of a packed product's row-major `[m, N]`
+/// output while they are still in cache: `(flat index of the first value,
+/// the values)`, called once for every value, from any thread.
+pub(crate) type Finish<'a> = &'a (dyn Fn(usize, &mut [f32]) + Sync);
+
+/// `x · W` for row-major f32 activations `x` (`[m, K]`) and a packed
+/// `[K, N]` weight, as `[m, N]`, with `finish` applied to each part of the
+/// output as soon as it is computed (a fused epilogue).
+pub(crate) fn matmul_packed_rows(
+    x: &[f32],
+    m: usize,
+    w: &Value,
+    finish: Option<Finish>,
+) -> KResult<Vec<f32>> {
+    let Some(parts) = Parts::of(w) else {
+        bail!("expected a packed weight as the second operand");
+    };
+    let parts = parts?;
+    if x.len() != m * parts.rows {
+        bail!(
+            "{} activation values do not make {m} rows of the packed weight's {} inputs",
+            x.len(),
+            parts.rows
+        );
+    }
+    let threads = rayon::current_num_threads();
+    Ok(product_then(Isa::best(), parts, x, m, threads, finish))
+}
+
 /// `[m, K] · W` as `[m, N]`, by the kernel that suits `m`.
 fn product(isa: Isa, parts: Parts, x: &[f32], m: usize, threads: usize) -> Vec<f32> {
+    product_then(isa, parts, x, m, threads, None)
+}
+
+/// [`product`], then `finish` on every part of the output.
+fn product_then(
+    isa: Isa,
+    parts: Parts,
+    x: &[f32],
+    m: usize,
+    threads: usize,
+    finish: Option<Finish>,
+) -> Vec<f32> {
     let (k, n) = (parts.rows, parts.cols);
-    if m == 0 || n == 0 || k == 0 {
-        return vec![0.0; m * n];
-    }
-    if m <= DECODE_MAX_ROWS {
-        decode_shaped(isa, parts, x, m, threads)
+    if m == 0 || n == 0 || k == 0 || m <= DECODE_MAX_ROWS {
+        let mut out = if m == 0 || n == 0 || k == 0 {
+            vec![0.0; m * n]
+        } else {
+            decode_shaped(isa, parts, x, m, threads)
+        };
+        // Few rows: the whole output is small, and transposed back just now.
+        if let Some(f) = finish {
+            const PART: usize = 1 << 14;
+            if threads > 1 && out.len() > 2 * PART {
+                out.par_chunks_mut(PART)
+                    .enumerate()
+                    .for_each(|(i, c)| f(i * PART, c));
+            } else {
+                f(0, &mut out);
+            }
+        }
+        out
     } else {
-        prefill_shaped(isa, parts, x, m, threads)
+        prefill_shaped_then(isa, parts, x, m, threads, finish)
     }
 }
 
@@ -1230,7 +1284,21 @@ impl SharedOut {
 
 /// The prefill-shaped product: each task decodes a panel of columns
 /// (`[K, panel]`) and multiplies it with `gemm`.
+#[cfg(test)]
 fn prefill_shaped(isa: Isa, parts: Parts, x: &[f32], m: usize, threads: usize) -> Vec<f32> {
+    prefill_shaped_then(isa, parts, x, m, threads, None)
+}
+
+/// [`prefill_shaped`], with `finish` applied to each panel of columns
+/// right after its product.
+fn prefill_shaped_then(
+    isa: Isa,
+    parts: Parts,
+    x: &[f32],
+    m: usize,
+    threads: usize,
+    finish: Option<Finish>,
+) -> Vec<f32> {
     let (k, n) = (parts.rows, parts.cols);
     let decode = isa.panel(parts.kind());
     let mut out = vec![0f32; m * n];
@@ -1276,6 +1344,14 @@ fn prefill_shaped(isa: Isa, parts: Parts, x: &[f32], m: usize, threads: usize) -
                 false,
                 gemm::Parallelism::None,
             );
+        }
+        if let Some(f) = finish {
+            for i in 0..m {
+                // SAFETY: row i's columns j0 .. j0 + nc lie within the m·n
+                // output, and only this task touches them.
+                let seg = unsafe { std::slice::from_raw_parts_mut(dst.ptr().add(i * n + j0), nc) };
+                f(i * n + j0, seg);
+            }
         }
     };
     if threads <= 1 || panels == 1 {
