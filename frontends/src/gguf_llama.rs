@@ -46,6 +46,13 @@ pub const EXPORTABLE_MODEL_TYPES: &[&str] = &["llama", "mistral", "qwen2"];
 
 /// Imports a GGUF file.
 pub fn import(path: &Path) -> Result<Model, ImportError> {
+    import_layers(path, None)
+}
+
+/// Imports a GGUF file keeping only its first `layers` decoder layers (all
+/// when `None` or more than it has): a smaller model with the same weights,
+/// for tests and for measuring how compile time grows with depth.
+pub fn import_layers(path: &Path, layers: Option<usize>) -> Result<Model, ImportError> {
     let file = GgufFile::open(path)?;
     let origin = path.display().to_string();
     let arch_name = meta_str(&file, &origin, "general.architecture")?.to_string();
@@ -59,7 +66,15 @@ pub fn import(path: &Path) -> Result<Model, ImportError> {
             ),
         });
     };
-    let config = hf_config(&file, &origin, &arch_name, model_type)?;
+    let mut config = hf_config(&file, &origin, &arch_name, model_type)?;
+    if let Some(keep) = layers {
+        if let Some(n) = config.get("num_hidden_layers").and_then(Value::as_u64) {
+            config.insert(
+                "num_hidden_layers".to_string(),
+                Value::from(n.min(keep as u64)),
+            );
+        }
+    }
     let config_json = serde_json::to_vec_pretty(&Value::Object(config.clone()))
         .expect("a JSON object always serializes");
     let cfg = HfConfig {

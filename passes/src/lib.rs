@@ -5,9 +5,10 @@
 //! changed and how long it took, and names the pass (and node) in every error.
 
 pub mod cleanup;
+pub mod fusion;
 pub mod manager;
 pub mod pipeline;
 pub mod quant;
 
 pub use manager::{Changed, Pass, PassCx, PassError, PassManager, PassRecord, RunOptions};
-pub use pipeline::{pass_by_name, pipeline, PIPELINES};
+pub use pipeline::{pass_by_name, pass_with_options, pipeline, pipeline_with_options, PIPELINES};

@@ -28,6 +28,8 @@ impl From<bool> for Changed {
 #[derive(Debug, Default)]
 pub struct PassCx {
     stats: BTreeMap<String, i64>,
+    notes: BTreeMap<String, String>,
+    timings: BTreeMap<String, Duration>,
 }
 
 impl PassCx {
@@ -36,8 +38,29 @@ impl PassCx {
         *self.stats.entry(key.to_string()).or_insert(0) += n;
     }
 
-    fn take(&mut self) -> BTreeMap<String, i64> {
-        std::mem::take(&mut self.stats)
+    /// Records a textual statistic (a stop reason, a chosen variant).
+    pub fn note(&mut self, key: &str, value: &str) {
+        self.notes.insert(key.to_string(), value.to_string());
+    }
+
+    /// Records the time of a phase of the running pass. Timings are shown
+    /// to people but kept out of bundles, which must be reproducible.
+    pub fn time(&mut self, key: &str, t: Duration) {
+        *self.timings.entry(key.to_string()).or_default() += t;
+    }
+
+    fn take(
+        &mut self,
+    ) -> (
+        BTreeMap<String, i64>,
+        BTreeMap<String, String>,
+        BTreeMap<String, Duration>,
+    ) {
+        (
+            std::mem::take(&mut self.stats),
+            std::mem::take(&mut self.notes),
+            std::mem::take(&mut self.timings),
+        )
     }
 }
 
@@ -103,6 +126,10 @@ pub struct PassRecord {
     pub nodes_after: usize,
     /// Pass-specific statistics.
     pub stats: BTreeMap<String, i64>,
+    /// Pass-specific textual statistics.
+    pub notes: BTreeMap<String, String>,
+    /// Times of the pass's phases.
+    pub timings: BTreeMap<String, Duration>,
 }
 
 /// Options of a pipeline run.
@@ -114,6 +141,10 @@ pub struct RunOptions {
     pub stop_after: Option<String>,
     /// Verify after every pass even in release builds.
     pub always_verify: bool,
+    /// Passes to leave out of the pipeline (e.g. `fuse`).
+    pub skip: Vec<String>,
+    /// Limits of the fusion pass's saturation (its defaults when `None`).
+    pub fusion_limits: Option<crate::fusion::FusionLimits>,
 }
 
 /// Runs a list of passes in order.
@@ -164,12 +195,15 @@ impl PassManager {
                     source,
                 })?;
             }
+            let (stats, notes, timings) = cx.take();
             records.push(PassRecord {
                 pass: name,
                 changed: changed == Changed::Yes,
                 time,
                 nodes_after: g.nodes.len(),
-                stats: cx.take(),
+                stats,
+                notes,
+                timings,
             });
             if options.dump_after.iter().any(|d| d == name) {
                 dump(name, &kiln_ir::text::print(g));

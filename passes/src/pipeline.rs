@@ -1,13 +1,15 @@
 //! Named pipelines, declared in one place as data.
 
 use crate::cleanup;
-use crate::{Pass, PassError};
+use crate::fusion::FuseGraph;
+use crate::{Pass, PassError, RunOptions};
 
 /// Every named pipeline: its name and the passes it runs, in order.
 ///
 /// `import` turns a faithfully imported graph into a clean one (shape
 /// subgraphs folded, dead code gone); `cpu` is what `kiln optimize --target
-/// cpu` runs.
+/// cpu` runs first, and `cpu-fuse` what it runs after weight quantization
+/// (fusion sees the quantized weights, so it prices them as they will run).
 pub const PIPELINES: &[(&str, &[&str])] = &[
     (
         "import",
@@ -27,6 +29,10 @@ pub const PIPELINES: &[(&str, &[&str])] = &[
             "infer-shapes",
         ],
     ),
+    (
+        "cpu-fuse",
+        &["fuse", "fold-constants", "dead-code", "infer-shapes"],
+    ),
 ];
 
 /// Every pass that pipelines may name.
@@ -35,11 +41,21 @@ pub const PASSES: &[&str] = &[
     "eliminate-identity",
     "dead-code",
     "infer-shapes",
+    "fuse",
 ];
 
 /// Builds one pass by name.
 pub fn pass_by_name(name: &str) -> Result<Box<dyn Pass>, PassError> {
+    pass_with_options(name, &RunOptions::default())
+}
+
+/// Builds one pass by name, configured by the run's options.
+pub fn pass_with_options(name: &str, options: &RunOptions) -> Result<Box<dyn Pass>, PassError> {
     Ok(match name {
+        "fuse" => Box::new(FuseGraph {
+            limits: options.fusion_limits.unwrap_or_default(),
+            ..FuseGraph::default()
+        }),
         "fold-constants" => Box::new(cleanup::FoldConstants),
         "eliminate-identity" => Box::new(cleanup::EliminateIdentity),
         "dead-code" => Box::new(cleanup::DeadCode),
@@ -56,6 +72,15 @@ pub fn pass_by_name(name: &str) -> Result<Box<dyn Pass>, PassError> {
 
 /// Builds the passes of a named pipeline.
 pub fn pipeline(name: &str) -> Result<Vec<Box<dyn Pass>>, PassError> {
+    pipeline_with_options(name, &RunOptions::default())
+}
+
+/// Builds the passes of a named pipeline, configured by the run's options;
+/// passes in `options.skip` are left out.
+pub fn pipeline_with_options(
+    name: &str,
+    options: &RunOptions,
+) -> Result<Vec<Box<dyn Pass>>, PassError> {
     let (_, passes) =
         PIPELINES
             .iter()
@@ -69,7 +94,11 @@ pub fn pipeline(name: &str) -> Result<Vec<Box<dyn Pass>>, PassError> {
                     .collect::<Vec<_>>()
                     .join(", "),
             })?;
-    passes.iter().map(|p| pass_by_name(p)).collect()
+    passes
+        .iter()
+        .filter(|p| !options.skip.iter().any(|s| s == *p))
+        .map(|p| pass_with_options(p, options))
+        .collect()
 }
 
 #[cfg(test)]

@@ -49,13 +49,23 @@ pub fn have(paths: &[&Path]) -> bool {
     false
 }
 
-/// Imports a model and runs the CPU target's pipeline on it, as `kiln optimize` does.
+/// Imports a model and runs the CPU target's pipeline on it, fusion
+/// included, as `kiln optimize` does.
 pub fn import_cpu(path: &Path) -> Model {
+    let mut model = import_unfused(path);
+    model.graph = fuse_cpu(model.graph);
+    model
+}
+
+/// Imports a model and runs the CPU target's first stage (cleanup, no
+/// fusion): the graph weight quantization works on.
+pub fn import_unfused(path: &Path) -> Model {
     let mut model = kiln_frontends::load_model(path).expect("import");
     let target = kiln_targets::compile::Target::by_name("cpu").expect("cpu target");
-    let compiled = kiln_targets::compile::compile(
+    let compiled = kiln_targets::compile::compile_stage(
         model.graph,
         target,
+        kiln_targets::compile::Stage::Cleanup,
         &Default::default(),
         |_, _| {},
         |_, _| {},
@@ -63,6 +73,21 @@ pub fn import_cpu(path: &Path) -> Model {
     .expect("compile");
     model.graph = compiled.graph;
     model
+}
+
+/// Runs the CPU target's fusion stage, as `kiln optimize` does after quantizing.
+pub fn fuse_cpu(graph: kiln_ir::Graph) -> kiln_ir::Graph {
+    let target = kiln_targets::compile::Target::by_name("cpu").expect("cpu target");
+    kiln_targets::compile::compile_stage(
+        graph,
+        target,
+        kiln_targets::compile::Stage::Fusion,
+        &Default::default(),
+        |_, _| {},
+        |_, _| {},
+    )
+    .expect("fusion")
+    .graph
 }
 
 /// An executor on a model's graph.

@@ -41,13 +41,15 @@ pub fn calibration(tokens: &[u32], samples: usize, len: usize, seed: u64) -> Cal
 }
 
 /// Quantizes a copy of `model` with `spec` (default options) on `calib`.
+/// `model` must be unfused ([`crate::lm::import_unfused`]); the result is
+/// fused, as `kiln optimize --quant` leaves it.
 pub fn quantize(model: &Model, spec: &str, calib: Option<&Calibration>) -> (Model, QuantReport) {
     let mut graph = model.graph.clone();
     let config = QuantConfig::new(QuantSpec::parse(spec).expect("spec"));
     let report = quantize_graph(&mut graph, &config, calib, &mut |_| {}).expect("quantize");
     (
         Model {
-            graph,
+            graph: crate::lm::fuse_cpu(graph),
             assets: model.assets.clone(),
         },
         report,

@@ -10,13 +10,13 @@ use kiln_eval::perplexity::{perplexity, PerplexityOptions};
 use kiln_frontends::Model;
 use kiln_ir::{DType, Tensor};
 use kiln_passes::quant::{Calibration, QuantReport};
-use kiln_tests::lm::{executor, have, import_cpu, moby_dick, smollm2, tokenizer};
+use kiln_tests::lm::{executor, have, import_unfused, moby_dick, smollm2, tokenizer};
 use kiln_tests::quant::{calibration, quantize, sotu_files, sotu_tokens};
 use std::sync::OnceLock;
 
 fn model() -> &'static Model {
     static MODEL: OnceLock<Model> = OnceLock::new();
-    MODEL.get_or_init(|| import_cpu(&smollm2()))
+    MODEL.get_or_init(|| import_unfused(&smollm2()))
 }
 
 fn sotu() -> &'static Vec<u32> {

@@ -2,16 +2,17 @@
 
 use crate::progress;
 use anyhow::{Context, Result};
+use kiln_passes::fusion::FusionLimits;
 use kiln_passes::quant::{
     quantize_graph, sample_windows, Calibration, Keep, QuantConfig, QuantProgress, QuantReport,
     QuantSpec,
 };
 use kiln_passes::RunOptions;
 use kiln_targets::bundle::BundleInfo;
-use kiln_targets::compile::{self, Target};
+use kiln_targets::compile::{self, Stage, Target};
 use serde_json::json;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Arguments of `kiln optimize`.
 #[derive(clap::Args)]
@@ -40,6 +41,19 @@ pub struct Args {
     /// No progress display.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Leave out operator fusion.
+    #[arg(long)]
+    pub no_fuse: bool,
+    /// Fusion: stop saturating after this many iterations.
+    #[arg(long, default_value_t = 30, value_name = "N")]
+    pub fuse_iterations: usize,
+    /// Fusion: stop saturating once the e-graph holds this many e-nodes.
+    #[arg(long, default_value_t = 200_000, value_name = "N")]
+    pub fuse_nodes: usize,
+    /// Fusion: stop saturating after this many seconds (a backstop: a run
+    /// cut short by time is not reproducible, the other limits are).
+    #[arg(long, default_value_t = 20.0, value_name = "SECONDS")]
+    pub fuse_seconds: f64,
     /// Quantize the weights: METHOD:FORMAT with METHOD rtn, gptq, awq or
     /// awq+gptq and FORMAT w8, w4g32/64/128 or w3g32/64/128, `a` for zero
     /// points (e.g. gptq:w4g64, awq+gptq:w3g64a, rtn:w8).
@@ -67,6 +81,16 @@ pub struct Args {
     pub keep_as: String,
 }
 
+impl Args {
+    fn fusion_limits(&self) -> FusionLimits {
+        FusionLimits {
+            iterations: self.fuse_iterations,
+            nodes: self.fuse_nodes,
+            time: Duration::from_secs_f64(self.fuse_seconds.max(0.0)),
+        }
+    }
+}
+
 /// Runs `kiln optimize`.
 pub fn run(a: Args) -> Result<()> {
     let target = Target::by_name(&a.target)?;
@@ -84,10 +108,19 @@ pub fn run(a: Args) -> Result<()> {
         dump_after: a.dump_after.clone(),
         stop_after: a.stop_after.clone(),
         always_verify: false,
+        skip: if a.no_fuse {
+            vec!["fuse".to_string()]
+        } else {
+            Vec::new()
+        },
+        fusion_limits: Some(a.fusion_limits()),
     };
-    let compiled = compile::compile(
+    let context = || format!("{}: optimizing for {}", a.model.display(), a.target);
+    let cleanup_len = compile::stage_len(target, Stage::Cleanup);
+    let compiled = compile::compile_stage(
         graph,
         target,
+        Stage::Cleanup,
         &options,
         |i, name| {
             pb.set_position(i as u64);
@@ -95,14 +128,42 @@ pub fn run(a: Args) -> Result<()> {
         },
         |pass, text| eprintln!("// ---- after {pass} ----\n{text}"),
     )
-    .with_context(|| format!("{}: optimizing for {}", a.model.display(), a.target))?;
-    pb.finish_and_clear();
+    .with_context(context)?;
+    pb.set_position(cleanup_len as u64);
 
-    let mut options = compiled.manifest_options(target);
+    // Quantize between the stages, so that fusion sees the packed weights.
     let mut graph = compiled.graph;
     let quant = match &a.quant {
         Some(spec) => {
-            let (report, manifest) = quantize(&a, spec, &mut graph, &assets, quiet)?;
+            pb.finish_and_clear();
+            Some(quantize(&a, spec, &mut graph, &assets, quiet)?)
+        }
+        None => None,
+    };
+    let fused = compile::compile_stage(
+        graph,
+        target,
+        Stage::Fusion,
+        &options,
+        |i, name| {
+            pb.set_position((cleanup_len + i) as u64);
+            pb.set_message(name);
+        },
+        |pass, text| eprintln!("// ---- after {pass} ----\n{text}"),
+    )
+    .with_context(context)?;
+    pb.finish_and_clear();
+    let mut records = compiled.records;
+    records.extend(fused.records);
+    let compiled = compile::Compiled {
+        graph: fused.graph,
+        records,
+        nodes_before: compiled.nodes_before,
+    };
+    let mut options = compiled.manifest_options(target);
+    let graph = compiled.graph;
+    let quant = match quant {
+        Some((report, manifest)) => {
             options.insert("quant".to_string(), manifest);
             Some(report)
         }
@@ -126,8 +187,14 @@ pub fn run(a: Args) -> Result<()> {
         let passes: Vec<_> = records
             .iter()
             .map(|r| {
+                let timings: std::collections::BTreeMap<&str, f64> = r
+                    .timings
+                    .iter()
+                    .map(|(k, t)| (k.as_str(), t.as_secs_f64()))
+                    .collect();
                 json!({"pass": r.pass, "changed": r.changed, "nodes_after": r.nodes_after,
-                       "seconds": r.time.as_secs_f64(), "stats": r.stats})
+                       "seconds": r.time.as_secs_f64(), "stats": r.stats, "notes": r.notes,
+                       "phase_seconds": timings})
             })
             .collect();
         let out = json!({
@@ -155,7 +222,17 @@ pub fn run(a: Args) -> Result<()> {
     if a.stats {
         println!("{:<22} {:>8} {:>10}  stats", "pass", "nodes", "ms");
         for r in records {
-            let stats: Vec<String> = r.stats.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let stats: Vec<String> = r
+                .notes
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .chain(r.stats.iter().map(|(k, v)| format!("{k}={v}")))
+                .chain(
+                    r.timings
+                        .iter()
+                        .map(|(k, t)| format!("{k}_ms={:.1}", t.as_secs_f64() * 1e3)),
+                )
+                .collect();
             println!(
                 "{:<22} {:>8} {:>10.2}  {}",
                 r.pass,

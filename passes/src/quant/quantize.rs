@@ -148,6 +148,10 @@ pub enum QuantizeError {
     /// Running the calibration sample failed.
     #[error("calibration run: {0}")]
     Run(#[from] RuntimeError),
+    /// The graph was fused already; quantization finds weights by their
+    /// plain `MatMul`, `Gemm` and `Gather` users.
+    #[error("node {0} is fused: quantize before the fusion pass")]
+    AlreadyFused(String),
 }
 
 /// What became of one candidate.
@@ -170,6 +174,13 @@ pub fn quantize_graph(
     progress: &mut (dyn FnMut(QuantProgress) + Send),
 ) -> Result<QuantReport, QuantizeError> {
     let start = Instant::now();
+    if let Some(n) = g
+        .nodes
+        .iter()
+        .find(|n| matches!(n.op, Op::FusedMatMul { .. }))
+    {
+        return Err(QuantizeError::AlreadyFused(n.describe(g)));
+    }
     let method = config.spec.method;
     if method.needs_calibration() && calibration.is_none() {
         return Err(QuantizeError::NeedsCalibration(config.spec.to_string()));

@@ -16,7 +16,7 @@ use kiln_eval::perplexity::{perplexity, PerplexityOptions};
 use kiln_frontends::Model;
 use kiln_runtime::cpu::{CpuExecutor, ExecOptions};
 use kiln_targets::bundle::{write_bundle, BundleInfo};
-use kiln_tests::lm::{have, import_cpu, moby_dick, smollm2, tokenizer};
+use kiln_tests::lm::{have, import_unfused, moby_dick, smollm2, tokenizer};
 use kiln_tests::quant::{calibration, quantize, sotu_files, sotu_tokens};
 use std::time::Instant;
 
@@ -107,7 +107,7 @@ fn main() -> Result<()> {
     if !have(&[&smollm2(), &moby_dick()]) || sotu.is_empty() {
         bail!("needs the assets of scripts/setup.sh (SmolLM2, Moby Dick, the SOTU text)");
     }
-    let base = import_cpu(&smollm2());
+    let base = import_unfused(&smollm2());
     let tok = tokenizer(&base);
     let text = std::fs::read_to_string(moby_dick())?;
     let eval_tokens = tok.encode(&text, false)?;
