@@ -45,7 +45,8 @@ fn optimize_inspect_run() {
     assert!(o.status.success(), "{}", stderr(&o));
     let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(summary["target"], "cpu");
-    assert_eq!(summary["nodes_after"], 3);
+    // MatMul, Add and Relu fuse into one product with an epilogue.
+    assert_eq!(summary["nodes_after"], 1);
     // Same input and options on one thread instead of all: the same bytes.
     let o = kiln_with_env(
         &[
@@ -78,8 +79,9 @@ fn optimize_inspect_run() {
     assert_eq!(info["inputs"][0]["shape"], "[batch,4]");
     assert_eq!(info["outputs"][0]["shape"], "[batch,3]");
     assert_eq!(info["parameters"], 15);
-    assert_eq!(info["ops"]["MatMul"], 1);
-    // 2·batch·4·3 for the matmul, plus batch·3 for Add and for Relu.
+    assert_eq!(info["ops"]["FusedMatMul"], 1);
+    // 2·batch·4·3 for the product, plus batch·3 for each epilogue
+    // instruction (the bias add and the ReLU).
     assert_eq!(info["flops"], 2 * 2 * 4 * 3 + 2 * 3 + 2 * 3);
 
     let input = dir.path().join("in.safetensors");

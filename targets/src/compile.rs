@@ -78,7 +78,10 @@ impl Compiled {
             .map(|r| json!({"pass": r.pass, "changed": r.changed, "nodes_after": r.nodes_after, "stats": r.stats, "notes": r.notes}))
             .collect();
         let mut m = BTreeMap::new();
-        m.insert("pipeline".to_string(), json!(target.pipeline));
+        m.insert(
+            "pipeline".to_string(),
+            json!([target.pipeline, target.fusion_pipeline]),
+        );
         m.insert("passes".to_string(), json!(passes));
         m.insert("nodes_before".to_string(), json!(self.nodes_before));
         m
