@@ -153,3 +153,64 @@ fn nodes_with_several_results_stay_in_place() {
     assert_eq!(op_names(&f), ["Split", "Mul"]);
     assert_same_outputs(&g0, &f, 0.0);
 }
+
+/// One step of a random graph: an op and the pool indices of its operands.
+#[derive(Clone, Debug)]
+enum Step {
+    Unary(u8, usize),
+    Binary(u8, usize, usize),
+    Product(usize, u64),
+}
+
+fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    prop_oneof![
+        (0u8..5, 0usize..64).prop_map(|(o, a)| Step::Unary(o, a)),
+        (0u8..4, 0usize..64, 0usize..64).prop_map(|(o, a, b)| Step::Binary(o, a, b)),
+        (0usize..64, 0u64..1000).prop_map(|(a, s)| Step::Product(a, s)),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config { cases: 48, ..Default::default() })]
+
+    /// Random chains of elementwise ops and products with shared values:
+    /// fusion never raises the estimated cost and never changes the results.
+    #[test]
+    fn random_graphs_keep_their_results(steps in proptest::collection::vec(step(), 1..14)) {
+        let mut b = B::new();
+        let x = b.input("x", &[4, 8]);
+        let half = b.scalar(0.5);
+        let bias = b.weight(&[8], 7);
+        // Every value in the pool is [4, 8]; constants only enter as second operands.
+        let mut pool = vec![x];
+        for s in &steps {
+            let pick = |i: usize, pool: &[ValueId]| pool[i % pool.len()];
+            let v = match *s {
+                Step::Unary(o, a) => {
+                    let op = [Op::Relu, Op::Tanh, Op::Sigmoid, Op::Neg, Op::Gelu { approximate: kiln_ir::GeluApprox::None }][o as usize].clone();
+                    b.op(op, &[pick(a, &pool)])
+                }
+                Step::Binary(o, a, c) => {
+                    let op = [Op::Add, Op::Mul, Op::Sub, Op::Max][o as usize].clone();
+                    let second = match c % 4 {
+                        0 => half,
+                        1 => bias,
+                        _ => pick(c / 4, &pool),
+                    };
+                    b.op(op, &[pick(a, &pool), second])
+                }
+                Step::Product(a, seed) => {
+                    let w = b.weight(&[8, 8], seed);
+                    b.op(Op::MatMul, &[pick(a, &pool), w])
+                }
+            };
+            pool.push(v);
+        }
+        let outputs: Vec<ValueId> = pool[1..].iter().rev().take(2).copied().collect();
+        let g = b.finish(&outputs);
+        let (f, s) = fuse(&g, &[]);
+        proptest::prop_assert!(s.cost_after <= s.cost_before);
+        assert_same_outputs(&g, &f, 1e-5);
+    }
+}
