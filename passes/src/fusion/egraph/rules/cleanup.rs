@@ -464,4 +464,54 @@ mod tests {
         assert_eq!(op_names(&f), ["Add"]);
         assert_same_outputs(&g, &f, 0.0);
     }
+
+    #[test]
+    fn transpose_identity_goes_and_others_stay() {
+        let mut b = B::new();
+        let x = b.input("x", &[2, 3]);
+        let same = b.op(
+            Op::Transpose {
+                perm: Some(vec![0, 1]),
+            },
+            &[x],
+        );
+        let y = b.op(Op::Relu, &[same]);
+        let swap = b.op(
+            Op::Transpose {
+                perm: Some(vec![1, 0]),
+            },
+            &[y],
+        );
+        let g = b.finish(&[swap]);
+        let (f, s) = fuse(&g, &["cleanup"]);
+        assert_eq!(s.fired["transpose-identity"], 1);
+        assert_eq!(op_names(&f), ["Relu", "Transpose"]);
+        assert_same_outputs(&g, &f, 0.0);
+    }
+
+    #[test]
+    fn a_reshape_that_changes_the_shape_stays() {
+        let mut b = B::new();
+        let x = b.input("x", &[2, 6]);
+        let s = b.ints(&[3, 4]);
+        let r = b.op(Op::Reshape { allowzero: false }, &[x, s]);
+        let g = b.finish(&[r]);
+        let (f, st) = fuse(&g, &["cleanup"]);
+        assert_eq!(st.fired["reshape-noop"], 0);
+        assert_eq!(op_names(&f), ["Reshape"]);
+    }
+
+    #[test]
+    fn scalar_chain_needs_two_constants() {
+        let mut b = B::new();
+        let x = b.input("x", &[3, 4]);
+        let y = b.input("y", &[3, 4]);
+        let c = b.scalar(2.0);
+        let m1 = b.op(Op::Mul, &[x, c]);
+        let m2 = b.op(Op::Mul, &[m1, y]);
+        let g = b.finish(&[m2]);
+        let (f, s) = fuse(&g, &["cleanup"]);
+        assert_eq!(s.fired["scalar-chain"], 0);
+        assert_eq!(op_names(&f), ["Mul", "Mul"]);
+    }
 }

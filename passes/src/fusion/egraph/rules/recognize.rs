@@ -720,4 +720,55 @@ mod tests {
         assert_eq!(st.fired["softmax"], 0);
         assert!(!op_names(&f).contains(&"Softmax"));
     }
+
+    #[test]
+    fn norm_scale_and_bias_need_constants_over_the_normalised_axes() {
+        // The scale is a runtime input, the bias spans the sequence axis too:
+        // neither may move into the LayerNorm.
+        let mut b = B::new();
+        let x = b.input("x", &[2, 5, 16]);
+        let y = b.input("y", &[2, 5, 16]);
+        let m = mean(&mut b, x, &[-1]);
+        let d = b.op(Op::Sub, &[x, m]);
+        let two = b.scalar(2.0);
+        let p = b.op(Op::Pow, &[d, two]);
+        let v = mean(&mut b, p, &[-1]);
+        let eps = b.scalar(1e-6);
+        let a = b.op(Op::Add, &[v, eps]);
+        let s = b.op(Op::Sqrt, &[a]);
+        let n = b.op(Op::Div, &[d, s]);
+        let scaled = b.op(Op::Mul, &[n, y]);
+        let beta = b.weight(&[5, 16], 9);
+        let out = b.op(Op::Add, &[scaled, beta]);
+        let g = b.finish(&[out]);
+        let (f, st) = fuse(&g, &["recognize"]);
+        assert!(st.fired["layernorm"] > 0);
+        assert_eq!(st.fired["norm-scale"], 0);
+        assert_eq!(st.fired["norm-bias"], 0);
+        assert_eq!(op_names(&f), ["LayerNorm", "Mul", "Add"]);
+        assert_same_outputs(&g, &f, 1e-5);
+    }
+
+    #[test]
+    fn gelu_tanh_with_a_wrong_cubic_coefficient_is_not() {
+        let mut b = B::new();
+        let x = b.input("x", &[4, 8]);
+        let three = b.scalar(3.0);
+        let cube = b.op(Op::Pow, &[x, three]);
+        let w = b.scalar(0.05);
+        let t = b.op(Op::Mul, &[w, cube]);
+        let u = b.op(Op::Add, &[x, t]);
+        let k = b.scalar((2.0 / std::f32::consts::PI).sqrt());
+        let ku = b.op(Op::Mul, &[u, k]);
+        let th = b.op(Op::Tanh, &[ku]);
+        let one = b.scalar(1.0);
+        let a = b.op(Op::Add, &[one, th]);
+        let half = b.scalar(0.5);
+        let hx = b.op(Op::Mul, &[half, x]);
+        let y = b.op(Op::Mul, &[hx, a]);
+        let g = b.finish(&[y]);
+        let (f, s) = fuse(&g, &["recognize"]);
+        assert_eq!(s.fired["gelu-tanh"], 0);
+        assert!(!op_names(&f).contains(&"Gelu"));
+    }
 }
