@@ -722,4 +722,19 @@ mod tests {
         let (_, s) = fuse(&g, &["fuse"]);
         assert_eq!(s.fired["shared-input-projections"], 0);
     }
+
+    #[test]
+    fn a_vector_product_keeps_its_plain_form() {
+        // numpy promotes a 1-d operand; the fused form takes matrices only.
+        let mut b = B::new();
+        let x = b.input("x", &[8]);
+        let w = b.weight(&[8, 4], 1);
+        let p = b.op(Op::MatMul, &[x, w]);
+        let r = b.op(Op::Relu, &[p]);
+        let g = b.finish(&[r]);
+        let (f, s) = fuse(&g, &["fuse"]);
+        assert_eq!(s.fired["matmul-epilogue"], 0);
+        assert_eq!(op_names(&f)[0], "MatMul");
+        assert_same_outputs(&g, &f, 1e-6);
+    }
 }
