@@ -28,7 +28,7 @@
 //!   the final instruction writes straight into the output.
 
 use super::elementwise::broadcast_shapes;
-use super::matmul::{check_mat, Mat};
+use super::matmul::{check_mat, gemm_into, Mat};
 use super::qmatmul;
 use super::value::{bail, strides_of, KResult, Value};
 use kiln_ir::fused::{
@@ -720,40 +720,21 @@ pub(crate) fn fused_matmul(
         return Ok(Value::new(out_shape, out));
     }
     let threads = rayon::current_num_threads();
-    if nb == 1 && k > 0 {
+    if nb == 1 {
         // One product: gemm's own blocking and threading over the whole
         // matrix beat tiles that each pack their panel of B again; the
         // epilogue then makes its single pass over the result.
-        let par = if threads > 1 && m * n * k >= PAR_GEMM_FLOPS {
-            gemm::Parallelism::Rayon(threads)
-        } else {
-            gemm::Parallelism::None
-        };
-        // SAFETY: `check_mat` above bounds every element of A and B that
-        // the product reads; `out` holds m × n elements with row stride n.
-        unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                out.as_mut_ptr(),
-                1,
-                n as isize,
-                false,
-                ad.as_ptr().add(a_off[0]),
-                va.cs as isize,
-                va.rs as isize,
-                bd.as_ptr().add(b_off[0]),
-                vb.cs as isize,
-                vb.rs as isize,
-                0.0f32,
-                1.0f32,
-                false,
-                false,
-                false,
-                par,
-            );
-        }
+        gemm_into(
+            &mut out,
+            (m, n, k),
+            ad,
+            am(a_off[0]),
+            bd,
+            bm(b_off[0]),
+            1.0,
+            false,
+            threads,
+        );
         if let Some((c, ops)) = &epi {
             c.run(ops, 0, &mut out, threads > 1);
         }

@@ -147,10 +147,18 @@ fn single_use(eg: &EG, inner: Id, user: Id) -> bool {
     eg[inner].data.uses == 1 || eg[inner].parents().all(|p| leads_to(eg, p, user, 6))
 }
 
-/// True when `op` applied to operands of these types gives `want`.
-fn infers_to(op: &Op, inputs: &[Option<&ValueType>], want: &ValueType) -> bool {
-    let consts = vec![None; inputs.len()];
-    kiln_ir::infer::infer_node(op, inputs, &consts).is_ok_and(|t| t.first() == Some(want))
+/// `op` over existing classes, when it infers to `result`'s type.
+fn rhs_over(eg: &EG, op: Op, classes: &[Id], result: &ValueType) -> Option<Rhs> {
+    let types: Vec<Option<&ValueType>> = classes.iter().map(|&c| ty(eg, c)).collect();
+    let consts = vec![None; types.len()];
+    let inferred = kiln_ir::infer::infer_node(&op, &types, &consts);
+    if !inferred.is_ok_and(|t| t.first() == Some(result)) {
+        return None;
+    }
+    let mut rhs = Rhs::new();
+    let refs: Vec<usize> = classes.iter().map(|&c| rhs.class(c)).collect();
+    rhs.op(op, &refs);
+    Some(rhs)
 }
 
 /// `MatMul(a, b)` → `FusedMatMul(a, b)` with the identity epilogue: the
@@ -268,15 +276,7 @@ impl Rule for EpilogueMerge {
                             Operand::Acc => None,
                         }))
                         .collect();
-                    let types: Vec<Option<&ValueType>> =
-                        classes.iter().map(|&c| ty(eg, c)).collect();
-                    if !infers_to(&new, &types, &result) {
-                        continue;
-                    }
-                    let mut rhs = Rhs::new();
-                    let refs: Vec<usize> = classes.iter().map(|&c| rhs.class(c)).collect();
-                    rhs.op(new, &refs);
-                    out.push(rhs);
+                    out.extend(rhs_over(eg, new, &classes, &result));
                 }
             }
         }
@@ -340,15 +340,7 @@ impl Rule for ElementwiseMerge {
                         continue;
                     }
                     let new = Op::Elementwise { program: prog };
-                    let types: Vec<Option<&ValueType>> =
-                        classes.iter().map(|&c| ty(eg, c)).collect();
-                    if !infers_to(&new, &types, &result) {
-                        continue;
-                    }
-                    let mut rhs = Rhs::new();
-                    let refs: Vec<usize> = classes.iter().map(|&c| rhs.class(c)).collect();
-                    rhs.op(new, &refs);
-                    out.push(rhs);
+                    out.extend(rhs_over(eg, new, &classes, &result));
                 }
             }
         }
@@ -414,15 +406,7 @@ impl Rule for TransposeIntoMatMul {
                     };
                     let mut classes = ch.to_vec();
                     classes[side] = tch[0];
-                    let types: Vec<Option<&ValueType>> =
-                        classes.iter().map(|&c| ty(eg, c)).collect();
-                    if !infers_to(&new, &types, &result) {
-                        continue;
-                    }
-                    let mut rhs = Rhs::new();
-                    let refs: Vec<usize> = classes.iter().map(|&c| rhs.class(c)).collect();
-                    rhs.op(new, &refs);
-                    out.push(rhs);
+                    out.extend(rhs_over(eg, new, &classes, &result));
                 }
             }
         }

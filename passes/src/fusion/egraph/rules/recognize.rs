@@ -621,13 +621,13 @@ mod tests {
         assert!(!op_names(&f).contains(&"Gelu"));
     }
 
-    #[test]
-    fn gelu_tanh_is_recognised() {
+    /// `x · ½ · (1 + tanh(√(2/π) · (x + c·x³)))`, the tanh GELU when c = 0.044715.
+    fn gelu_tanh_graph(c: f32) -> kiln_ir::Graph {
         let mut b = B::new();
         let x = b.input("x", &[4, 8]);
         let three = b.scalar(3.0);
         let cube = b.op(Op::Pow, &[x, three]);
-        let w = b.scalar(0.044715);
+        let w = b.scalar(c);
         let t = b.op(Op::Mul, &[w, cube]);
         let u = b.op(Op::Add, &[x, t]);
         let k = b.scalar((2.0 / std::f32::consts::PI).sqrt());
@@ -638,7 +638,12 @@ mod tests {
         let half = b.scalar(0.5);
         let hx = b.op(Op::Mul, &[half, x]);
         let y = b.op(Op::Mul, &[hx, a]);
-        let g = b.finish(&[y]);
+        b.finish(&[y])
+    }
+
+    #[test]
+    fn gelu_tanh_is_recognised() {
+        let g = gelu_tanh_graph(0.044715);
         let (f, s) = fuse(&g, &["recognize"]);
         assert!(s.fired["gelu-tanh"] > 0);
         assert_eq!(op_names(&f), ["Gelu"]);
@@ -751,22 +756,7 @@ mod tests {
 
     #[test]
     fn gelu_tanh_with_a_wrong_cubic_coefficient_is_not() {
-        let mut b = B::new();
-        let x = b.input("x", &[4, 8]);
-        let three = b.scalar(3.0);
-        let cube = b.op(Op::Pow, &[x, three]);
-        let w = b.scalar(0.05);
-        let t = b.op(Op::Mul, &[w, cube]);
-        let u = b.op(Op::Add, &[x, t]);
-        let k = b.scalar((2.0 / std::f32::consts::PI).sqrt());
-        let ku = b.op(Op::Mul, &[u, k]);
-        let th = b.op(Op::Tanh, &[ku]);
-        let one = b.scalar(1.0);
-        let a = b.op(Op::Add, &[one, th]);
-        let half = b.scalar(0.5);
-        let hx = b.op(Op::Mul, &[half, x]);
-        let y = b.op(Op::Mul, &[hx, a]);
-        let g = b.finish(&[y]);
+        let g = gelu_tanh_graph(0.05);
         let (f, s) = fuse(&g, &["recognize"]);
         assert_eq!(s.fired["gelu-tanh"], 0);
         assert!(!op_names(&f).contains(&"Gelu"));
