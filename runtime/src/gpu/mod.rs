@@ -1,0 +1,1 @@
+//! The wgpu executor (in progress).
