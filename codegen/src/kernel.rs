@@ -70,7 +70,13 @@ pub struct Kernel {
 impl Kernel {
     /// Builds a kernel named `stem` plus a digest of `wgsl`, so equal sources
     /// share one name and one pipeline.
-    pub fn new(stem: &str, wgsl: String, inputs: u32, outputs: u32, workgroup_bytes: u32) -> Kernel {
+    pub fn new(
+        stem: &str,
+        wgsl: String,
+        inputs: u32,
+        outputs: u32,
+        workgroup_bytes: u32,
+    ) -> Kernel {
         let uses_f16 = wgsl.contains("enable f16;");
         Kernel {
             name: format!("{stem}_{:08x}", fnv1a(wgsl.as_bytes()) as u32),
@@ -286,7 +292,10 @@ mod tests {
         let a = Kernel::new("k", "fn main() {}".into(), 1, 1, 0);
         let b = Kernel::new("k", "fn main() { }".into(), 1, 1, 0);
         assert_ne!(a.name, b.name);
-        assert_eq!(a.name, Kernel::new("k", "fn main() {}".into(), 1, 1, 0).name);
+        assert_eq!(
+            a.name,
+            Kernel::new("k", "fn main() {}".into(), 1, 1, 0).name
+        );
         assert_eq!(a.storage_buffers(), 3);
     }
 }

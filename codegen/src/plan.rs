@@ -15,8 +15,9 @@ pub enum StepKind {
     Kernel {
         /// Index of the kernel in the plan.
         kernel: usize,
-        /// What the kernel computes, to fill its params at run time.
-        spec: KernelSpec,
+        /// What the kernel computes, to fill its params at run time (boxed:
+        /// specs carry programs and shapes, far larger than the other steps).
+        spec: Box<KernelSpec>,
         /// The schedule the kernel was generated with.
         schedule: Schedule,
     },
@@ -118,8 +119,16 @@ pub fn plan_graph(graph: &Graph, caps: &DeviceCaps) -> Result<GpuPlan, CodegenEr
             let cx = NodeCtx {
                 name: &node.name,
                 op: &node.op,
-                inputs: node.inputs.iter().map(|v| v.map(|v| &graph.value(v).ty)).collect(),
-                consts: node.inputs.iter().map(|v| v.and_then(|v| graph.constant(v))).collect(),
+                inputs: node
+                    .inputs
+                    .iter()
+                    .map(|v| v.map(|v| &graph.value(v).ty))
+                    .collect(),
+                consts: node
+                    .inputs
+                    .iter()
+                    .map(|v| v.and_then(|v| graph.constant(v)))
+                    .collect(),
                 outputs: node.outputs.iter().map(|&v| &graph.value(v).ty).collect(),
                 caps,
             };
@@ -134,7 +143,7 @@ pub fn plan_graph(graph: &Graph, caps: &DeviceCaps) -> Result<GpuPlan, CodegenEr
                         });
                         StepKind::Kernel {
                             kernel: idx,
-                            spec,
+                            spec: Box::new(spec),
                             schedule,
                         }
                     } else {
@@ -180,4 +189,61 @@ fn describe_types(graph: &Graph, node: &kiln_ir::Node) -> String {
         })
         .collect();
     format!("{}({})", node.op.name(), types.join(", "))
+}
+
+/// Name of the plan inside a bundle's assets.
+pub const PLAN_ASSET: &str = "gpu/plan.json";
+
+/// Folder of the WGSL kernels inside a bundle's assets.
+pub const WGSL_DIR: &str = "gpu/wgsl/";
+
+/// Failure to read a plan back from bundle assets.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanAssetError {
+    /// `gpu/plan.json` is not a plan.
+    #[error("{PLAN_ASSET}: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A kernel named by the plan has no source in the bundle.
+    #[error("{PLAN_ASSET} names kernel `{0}`, but the bundle has no {WGSL_DIR}{0}.wgsl")]
+    MissingKernel(String),
+    /// A kernel source is not UTF-8.
+    #[error("{WGSL_DIR}{0}.wgsl is not UTF-8")]
+    NotUtf8(String),
+}
+
+impl GpuPlan {
+    /// The plan as bundle assets: `gpu/plan.json` (steps and kernel
+    /// metadata) and one readable `gpu/wgsl/<kernel>.wgsl` per kernel.
+    pub fn to_assets(&self) -> BTreeMap<String, Vec<u8>> {
+        let mut assets = BTreeMap::new();
+        let mut meta = self.clone();
+        for k in &mut meta.kernels {
+            assets.insert(
+                format!("{WGSL_DIR}{}.wgsl", k.name),
+                std::mem::take(&mut k.wgsl).into_bytes(),
+            );
+        }
+        // serde_json cannot fail on these types (string keys, finite data).
+        let json = serde_json::to_vec_pretty(&meta).unwrap_or_default();
+        assets.insert(PLAN_ASSET.to_string(), json);
+        assets
+    }
+
+    /// Reads a plan written by [`GpuPlan::to_assets`]; `Ok(None)` when the
+    /// bundle has no plan (a CPU bundle).
+    pub fn from_assets<'a>(
+        asset: impl Fn(&str) -> Option<&'a [u8]>,
+    ) -> Result<Option<GpuPlan>, PlanAssetError> {
+        let Some(json) = asset(PLAN_ASSET) else {
+            return Ok(None);
+        };
+        let mut plan: GpuPlan = serde_json::from_slice(json)?;
+        for k in &mut plan.kernels {
+            let src = asset(&format!("{WGSL_DIR}{}.wgsl", k.name))
+                .ok_or_else(|| PlanAssetError::MissingKernel(k.name.clone()))?;
+            k.wgsl = String::from_utf8(src.to_vec())
+                .map_err(|_| PlanAssetError::NotUtf8(k.name.clone()))?;
+        }
+        Ok(Some(plan))
+    }
 }

@@ -18,9 +18,9 @@ pub fn render(name: &str, source: &str, vars: &[(&str, String)]) -> Result<Strin
     while let Some(start) = rest.find("{{") {
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
-        let end = after.find("}}").ok_or_else(|| {
-            CodegenError::Template(format!("template `{name}`: unclosed `{{{{`"))
-        })?;
+        let end = after
+            .find("}}")
+            .ok_or_else(|| CodegenError::Template(format!("template `{name}`: unclosed `{{{{`")))?;
         let key = after[..end].trim();
         let idx = vars.iter().position(|(k, _)| *k == key).ok_or_else(|| {
             CodegenError::Template(format!("template `{name}`: no value for `{{{{{key}}}}}`"))
@@ -45,7 +45,12 @@ mod tests {
 
     #[test]
     fn fills_placeholders() {
-        let s = render("t", "a {{X}} b {{ Y }} {{X}}", &[("X", "1".into()), ("Y", "2".into())]).unwrap();
+        let s = render(
+            "t",
+            "a {{X}} b {{ Y }} {{X}}",
+            &[("X", "1".into()), ("Y", "2".into())],
+        )
+        .unwrap();
         assert_eq!(s, "a 1 b 2 1");
     }
 
@@ -53,9 +58,13 @@ mod tests {
     fn missing_and_unused_values_are_errors() {
         let e = render("t", "{{X}}", &[]).unwrap_err().to_string();
         assert!(e.contains("no value for `{{X}}`"), "{e}");
-        let e = render("t", "x", &[("X", "1".into())]).unwrap_err().to_string();
+        let e = render("t", "x", &[("X", "1".into())])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("matches no placeholder"), "{e}");
-        let e = render("t", "{{X", &[("X", "1".into())]).unwrap_err().to_string();
+        let e = render("t", "{{X", &[("X", "1".into())])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unclosed"), "{e}");
     }
 }

@@ -120,7 +120,10 @@ mod tests {
         let k = Kernel::new("copy", COPY.to_string(), 1, 1, 0);
         validate(&k).unwrap();
         let msl = to_msl(&k).unwrap();
-        assert!(msl.contains("[[buffer(0)]]") && msl.contains("[[buffer(2)]]"), "{msl}");
+        assert!(
+            msl.contains("[[buffer(0)]]") && msl.contains("[[buffer(2)]]"),
+            "{msl}"
+        );
         // The sizes table for runtime-sized arrays sits after the last binding.
         assert!(msl.contains("[[buffer(3)]]"), "{msl}");
         let words = to_spirv(&k).unwrap();
@@ -129,7 +132,13 @@ mod tests {
 
     #[test]
     fn invalid_kernel_names_itself_and_the_line() {
-        let k = Kernel::new("bad", COPY.replace("y[gid.x] = x[gid.x];", "y[gid.x] = q;"), 1, 1, 0);
+        let k = Kernel::new(
+            "bad",
+            COPY.replace("y[gid.x] = x[gid.x];", "y[gid.x] = q;"),
+            1,
+            1,
+            0,
+        );
         let e = validate(&k).unwrap_err().to_string();
         assert!(e.contains(&k.name) && e.contains('q'), "{e}");
     }

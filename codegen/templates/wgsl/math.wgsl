@@ -31,14 +31,25 @@ fn kiln_sigmoid(x: f32) -> f32 {
     return 1.0 / (1.0 + kiln_exp(-x));
 }
 
-// tanh through exp: WGSL's tanh may be inaccurate for large |x| on some drivers.
+// NaN from the bits: some compilers fold `x != x` to false.
+fn kiln_isnan(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u;
+}
+
+// tanh through exp (WGSL's tanh may be inaccurate for large |x| on some
+// drivers), with its Taylor series near 0, where 1 - e^(-2|x|) would cancel.
 fn kiln_tanh(x: f32) -> f32 {
-    let e = kiln_exp(-2.0 * abs(x));
+    let a = abs(x);
+    if (a < 0.2) {
+        let x2 = x * x;
+        return x * (1.0 + x2 * (-0.33333334 + x2 * (0.13333334 + x2 * (-0.05396825 + x2 * 0.021869488))));
+    }
+    let e = kiln_exp(-2.0 * a);
     return sign(x) * (1.0 - e) / (1.0 + e);
 }
 
 fn kiln_relu(x: f32) -> f32 {
-    return select(0.0, x, x > 0.0 || x != x);
+    return select(0.0, x, x > 0.0 || kiln_isnan(x));
 }
 
 fn kiln_gelu_erf(x: f32) -> f32 {
@@ -66,14 +77,14 @@ fn kiln_pow(x: f32, y: f32) -> f32 {
 
 // NaN-propagating max and min (numpy's maximum and minimum).
 fn kiln_max(x: f32, y: f32) -> f32 {
-    if (x != x || y != y) {
+    if (kiln_isnan(x) || kiln_isnan(y)) {
         return x + y;
     }
     return max(x, y);
 }
 
 fn kiln_min(x: f32, y: f32) -> f32 {
-    if (x != x || y != y) {
+    if (kiln_isnan(x) || kiln_isnan(y)) {
         return x + y;
     }
     return min(x, y);
