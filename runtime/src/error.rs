@@ -30,6 +30,10 @@ pub enum RuntimeError {
         /// What was wrong.
         message: String,
     },
+    /// The GPU device, driver or a kernel launch failed (names the kernel or
+    /// node and the limit involved).
+    #[error("gpu: {0}")]
+    Gpu(String),
     /// An I/O error with the file it concerns.
     #[error("{path}: {source}")]
     Io {
