@@ -3,29 +3,6 @@
 mod common;
 
 use common::*;
-use safetensors::tensor::{Dtype, TensorView};
-
-fn write_input(path: &std::path::Path, name: &str, dims: &[usize], values: &[f32]) {
-    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let view = TensorView::new(Dtype::F32, dims.to_vec(), &bytes).unwrap();
-    std::fs::write(
-        path,
-        safetensors::serialize(vec![(name.to_string(), view)], &None).unwrap(),
-    )
-    .unwrap();
-}
-
-fn read_output(path: &std::path::Path, name: &str) -> (Vec<usize>, Vec<f32>) {
-    let bytes = std::fs::read(path).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let t = st.tensor(name).unwrap();
-    let vals = t
-        .data()
-        .chunks(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    (t.shape().to_vec(), vals)
-}
 
 #[test]
 fn optimize_inspect_run() {

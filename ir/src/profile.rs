@@ -35,6 +35,21 @@ impl DeviceProfile {
         }
     }
 
+    /// A mobile- or laptop-class GPU reached through wgpu: dispatches are
+    /// recorded into one command buffer, so a launch costs a few
+    /// microseconds of driver and pipeline-switch work, and bandwidth and
+    /// arithmetic are an order of magnitude above the CPU's. Shape-only ops
+    /// alias their input's buffer and cost nothing to run.
+    pub fn gpu() -> Self {
+        DeviceProfile {
+            name: "gpu".to_string(),
+            launch_ns: 5_000.0,
+            view_ns: 50.0,
+            bytes_per_ns: 100.0,
+            flops_per_ns: 2_000.0,
+        }
+    }
+
     /// The estimated time of one kernel, in nanoseconds.
     pub fn kernel_ns(&self, bytes: f64, flops: f64) -> f64 {
         self.launch_ns + bytes / self.bytes_per_ns + flops / self.flops_per_ns

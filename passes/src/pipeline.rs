@@ -33,6 +33,19 @@ pub const PIPELINES: &[(&str, &[&str])] = &[
         "cpu-fuse",
         &["fuse", "fold-constants", "dead-code", "infer-shapes"],
     ),
+    (
+        "gpu",
+        &[
+            "fold-constants",
+            "eliminate-identity",
+            "dead-code",
+            "infer-shapes",
+        ],
+    ),
+    (
+        "gpu-fuse",
+        &["fuse-gpu", "fold-constants", "dead-code", "infer-shapes"],
+    ),
 ];
 
 /// Every pass that pipelines may name.
@@ -42,6 +55,7 @@ pub const PASSES: &[&str] = &[
     "dead-code",
     "infer-shapes",
     "fuse",
+    "fuse-gpu",
 ];
 
 /// Builds one pass by name.
@@ -54,6 +68,14 @@ pub fn pass_with_options(name: &str, options: &RunOptions) -> Result<Box<dyn Pas
     Ok(match name {
         "fuse" => Box::new(FuseGraph {
             limits: options.fusion_limits.unwrap_or_default(),
+            ..FuseGraph::default()
+        }),
+        // The same rules priced with a GPU's costs: launches dominate less,
+        // arithmetic is cheap.
+        "fuse-gpu" => Box::new(FuseGraph {
+            limits: options.fusion_limits.unwrap_or_default(),
+            profile: kiln_ir::profile::DeviceProfile::gpu(),
+            pass_name: "fuse-gpu",
             ..FuseGraph::default()
         }),
         "fold-constants" => Box::new(cleanup::FoldConstants),

@@ -14,14 +14,37 @@ pub struct Target {
     pub pipeline: &'static str,
     /// The pipeline run after weight quantization: fusion.
     pub fusion_pipeline: &'static str,
+    /// For GPU targets, the API whose kernels the bundle carries.
+    pub gpu: Option<crate::gpu::GpuApi>,
 }
 
 /// Every target this build supports.
-pub const TARGETS: &[Target] = &[Target {
-    name: "cpu",
-    pipeline: "cpu",
-    fusion_pipeline: "cpu-fuse",
-}];
+pub const TARGETS: &[Target] = &[
+    Target {
+        name: "cpu",
+        pipeline: "cpu",
+        fusion_pipeline: "cpu-fuse",
+        gpu: None,
+    },
+    Target {
+        name: "webgpu",
+        pipeline: "gpu",
+        fusion_pipeline: "gpu-fuse",
+        gpu: Some(crate::gpu::GpuApi::WebGpu),
+    },
+    Target {
+        name: "vulkan",
+        pipeline: "gpu",
+        fusion_pipeline: "gpu-fuse",
+        gpu: Some(crate::gpu::GpuApi::Vulkan),
+    },
+    Target {
+        name: "metal",
+        pipeline: "gpu",
+        fusion_pipeline: "gpu-fuse",
+        gpu: Some(crate::gpu::GpuApi::Metal),
+    },
+];
 
 /// The two stages of compilation; weight quantization happens between them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

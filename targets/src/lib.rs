@@ -7,3 +7,4 @@
 
 pub mod bundle;
 pub mod compile;
+pub mod gpu;

@@ -129,13 +129,38 @@ pub fn run(a: Args) -> Result<()> {
             println!("  {:<11} {v}", key.trim_start_matches("kiln."));
         }
     }
-    if !loaded.assets.is_empty() {
-        let list: Vec<String> = loaded
-            .assets
+    // A GPU bundle's kernels are many small assets: summarise them on one line.
+    let (gpu_assets, other): (Vec<_>, Vec<_>) = loaded
+        .assets
+        .iter()
+        .partition(|(n, _)| n.starts_with("gpu/"));
+    if !other.is_empty() {
+        let list: Vec<String> = other
             .iter()
             .map(|(n, b)| format!("{n} ({:.1} KiB)", b.len() as f64 / 1024.0))
             .collect();
         println!("  assets      {}", list.join(", "));
+    }
+    if !gpu_assets.is_empty() {
+        let bytes: usize = gpu_assets.iter().map(|(_, b)| b.len()).sum();
+        let plan = manifest
+            .as_ref()
+            .and_then(|m| m.pointer("/options/gpu"))
+            .cloned()
+            .unwrap_or_default();
+        let host: Vec<String> = plan["host_ops"]
+            .as_object()
+            .map(|o| o.iter().map(|(k, v)| format!("{k}×{v}")).collect())
+            .unwrap_or_default();
+        println!(
+            "  gpu plan    {} kernels, {} launches, {} aliases, host steps: {} ({} files, {:.1} KiB)",
+            plan["kernels"],
+            plan["kernel_steps"],
+            plan["alias_steps"],
+            if host.is_empty() { "none".to_string() } else { host.join(", ") },
+            gpu_assets.len(),
+            bytes as f64 / 1024.0
+        );
     }
     println!("  nodes       {}", g.nodes.len());
     println!(

@@ -20,7 +20,9 @@ pub struct Args {
     /// The model to compile: a .onnx or .gguf file, or a Hugging Face folder
     /// (config.json and *.safetensors).
     pub model: PathBuf,
-    /// Target device family.
+    /// Target: `cpu` (the runtime's own kernels), or `webgpu`, `vulkan`,
+    /// `metal` (generated GPU kernels run through wgpu; `metal` also carries
+    /// them as MSL, `vulkan` as SPIR-V).
     #[arg(long, default_value = "cpu")]
     pub target: String,
     /// Where to write the bundle.
@@ -109,7 +111,7 @@ pub fn run(a: Args) -> Result<()> {
         stop_after: a.stop_after.clone(),
         always_verify: false,
         skip: if a.no_fuse {
-            vec!["fuse".to_string()]
+            vec!["fuse".to_string(), "fuse-gpu".to_string()]
         } else {
             Vec::new()
         },
@@ -169,6 +171,21 @@ pub fn run(a: Args) -> Result<()> {
         }
         None => None,
     };
+    // GPU targets carry the execution plan and its kernels.
+    let mut assets = assets;
+    let gpu = match target.gpu {
+        Some(api) => {
+            let sp = progress::spinner(quiet, "generating GPU kernels");
+            let built = kiln_targets::gpu::build(&graph, api).with_context(|| {
+                format!("{}: generating {} kernels", a.model.display(), a.target)
+            })?;
+            sp.finish_and_clear();
+            options.insert("gpu".to_string(), json!(built.summary));
+            assets.extend(built.assets);
+            Some(built.summary)
+        }
+        None => None,
+    };
     let info = BundleInfo {
         options,
         assets,
@@ -207,6 +224,7 @@ pub fn run(a: Args) -> Result<()> {
             "nodes_after": graph.nodes.len(),
             "seconds": start.elapsed().as_secs_f64(),
             "passes": passes,
+            "gpu": gpu,
             "quant": quant.as_ref().map(|q| json!({
                 "spec": q.spec,
                 "weights_bytes_before": q.bytes_before,
@@ -251,6 +269,21 @@ pub fn run(a: Args) -> Result<()> {
         graph.nodes.len(),
         start.elapsed().as_secs_f64()
     );
+    if let Some(g) = &gpu {
+        let host: Vec<String> = g
+            .host_ops
+            .iter()
+            .map(|(op, n)| format!("{op}×{n}"))
+            .collect();
+        println!(
+            "GPU plan: {} kernel launches ({} distinct kernels), {} buffer aliases, {} host steps{}",
+            g.kernel_steps,
+            g.kernels,
+            g.alias_steps,
+            g.host_ops.values().sum::<usize>(),
+            if host.is_empty() { String::new() } else { format!(" ({})", host.join(", ")) }
+        );
+    }
     if let (Some(q), Some((json_path, svg_path))) = (&quant, &report_files) {
         let worst = q
             .layers

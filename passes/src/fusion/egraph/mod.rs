@@ -77,6 +77,9 @@ pub struct FuseGraph {
     pub default_dim: u64,
     /// Which rule groups run (all when empty); see [`rules::GROUPS`].
     pub groups: Vec<String>,
+    /// The pass's name in pipelines and records: `fuse`, or `fuse-gpu` for
+    /// the instance priced with a GPU profile.
+    pub pass_name: &'static str,
 }
 
 impl Default for FuseGraph {
@@ -87,6 +90,7 @@ impl Default for FuseGraph {
             bindings: BTreeMap::new(),
             default_dim: 1,
             groups: Vec::new(),
+            pass_name: "fuse",
         }
     }
 }
@@ -143,7 +147,7 @@ impl FuseGraph {
 
 impl Pass for FuseGraph {
     fn name(&self) -> &'static str {
-        "fuse"
+        self.pass_name
     }
 
     fn run(&mut self, g: &mut Graph, cx: &mut PassCx) -> Result<Changed, PassError> {
