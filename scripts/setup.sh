@@ -54,7 +54,9 @@ apt_install() {
 pkg_installed() { dpkg -s "$1" 2>/dev/null | grep -q '^Status: install ok installed'; }
 need_apt=()
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-venv)
-for p in unzip ca-certificates; do
+# mesa-vulkan-drivers: lavapipe, the software Vulkan device the GPU tests run
+# wgpu on; spirv-tools: spirv-val for the generated SPIR-V.
+for p in unzip ca-certificates mesa-vulkan-drivers spirv-tools; do
     pkg_installed "$p" || need_apt+=("$p")
 done
 command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)

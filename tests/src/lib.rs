@@ -14,6 +14,7 @@
 use std::path::PathBuf;
 
 pub mod bench;
+pub mod gpu;
 pub mod lm;
 pub mod onnx_node;
 pub mod quant;

@@ -137,3 +137,52 @@ pub fn read_ids(path: &Path) -> Vec<u32> {
         .map(|x| x.as_u64().expect("an id") as u32)
         .collect()
 }
+
+/// Token ids, attention mask and token types for `names`, rows padded with
+/// `pad` to the longest (mask 0 there).
+pub fn token_inputs(
+    names: &[&str],
+    ids: &[Vec<u32>],
+    pad: u32,
+) -> std::collections::BTreeMap<String, kiln_ir::Tensor> {
+    let (b, s) = (ids.len(), ids.iter().map(Vec::len).max().unwrap_or(0));
+    let mut tok = vec![pad as i64; b * s];
+    let mut mask = vec![0i64; b * s];
+    for (i, row) in ids.iter().enumerate() {
+        for (j, &t) in row.iter().enumerate() {
+            tok[i * s + j] = t as i64;
+            mask[i * s + j] = 1;
+        }
+    }
+    let mut m = std::collections::BTreeMap::new();
+    for &n in names {
+        let v = match n {
+            "input_ids" => tok.clone(),
+            "attention_mask" => mask.clone(),
+            _ => vec![0i64; b * s],
+        };
+        m.insert(
+            n.to_string(),
+            kiln_ir::Tensor::from_vec(vec![b, s], v).unwrap(),
+        );
+    }
+    m
+}
+
+/// `n` paragraphs of Moby Dick (past the front matter), tokenized and cut to
+/// `len` tokens: real text for end-to-end comparisons.
+pub fn text_ids(model: &kiln_frontends::Model, n: usize, len: usize) -> Vec<Vec<u32>> {
+    let text = std::fs::read_to_string(moby_dick()).expect("moby dick");
+    let tok = tokenizer(model);
+    text.split("\n\n")
+        .map(str::trim)
+        .filter(|p| p.len() > 200)
+        .skip(40)
+        .take(n)
+        .map(|p| {
+            let mut ids = tok.encode(p, true).expect("tokenize");
+            ids.truncate(len);
+            ids
+        })
+        .collect()
+}

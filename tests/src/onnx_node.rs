@@ -209,10 +209,60 @@ fn payload_message(payload: &(dyn std::any::Any + Send)) -> String {
 
 // ---------------------------------------------------------------- running
 
+/// Which executor a node test runs on.
+#[derive(Clone)]
+pub enum Backend {
+    /// The reference CPU executor.
+    Cpu,
+    /// The wgpu executor on this context's adapter, planned for its limits.
+    Gpu(std::sync::Arc<kiln_runtime::gpu::GpuContext>),
+}
+
+/// Graph outputs by name, from either executor.
+type Outputs = Vec<(String, Tensor)>;
+
+/// A prepared executor.
+enum Prepared {
+    Cpu(Box<kiln_runtime::cpu::CpuExecutor>),
+    Gpu(Box<kiln_runtime::gpu::GpuExecutor>),
+}
+
+impl Prepared {
+    fn run(&self, feed: &BTreeMap<String, Tensor>) -> Result<Outputs, RuntimeError> {
+        match self {
+            Prepared::Cpu(x) => x.run(feed).map(|r| r.outputs),
+            Prepared::Gpu(x) => x.run(feed).map(|r| r.outputs),
+        }
+    }
+}
+
+thread_local! {
+    /// Kernel and host steps of the last case planned for the GPU on this thread.
+    static GPU_STEPS: RefCell<(usize, usize)> = const { RefCell::new((0, 0)) };
+}
+
 /// Runs one case folder; never panics (a panic inside is `Failed("panic: ..")`).
 pub fn run_node_test(dir: &Path) -> Outcome {
+    run_node_test_on(dir, &Backend::Cpu)
+}
+
+/// Runs one case on the wgpu executor; also returns how many of its nodes
+/// ran as GPU kernels and how many on the host (0, 0 when it failed before
+/// planning).
+pub fn run_node_test_gpu(
+    dir: &Path,
+    ctx: &std::sync::Arc<kiln_runtime::gpu::GpuContext>,
+) -> (Outcome, usize, usize) {
+    GPU_STEPS.with(|s| *s.borrow_mut() = (0, 0));
+    let outcome = run_node_test_on(dir, &Backend::Gpu(ctx.clone()));
+    let (k, h) = GPU_STEPS.with(|s| *s.borrow());
+    (outcome, k, h)
+}
+
+/// Runs one case folder on `backend`; never panics.
+pub fn run_node_test_on(dir: &Path, backend: &Backend) -> Outcome {
     CASE_PANIC.with(|c| *c.borrow_mut() = Some(None));
-    let result = panic::catch_unwind(AssertUnwindSafe(|| run_inner(dir)));
+    let result = panic::catch_unwind(AssertUnwindSafe(|| run_inner(dir, backend)));
     let recorded = CASE_PANIC.with(|c| c.borrow_mut().take()).flatten();
     match result {
         Ok(outcome) => outcome,
@@ -223,7 +273,7 @@ pub fn run_node_test(dir: &Path) -> Outcome {
     }
 }
 
-fn run_inner(dir: &Path) -> Outcome {
+fn run_inner(dir: &Path, backend: &Backend) -> Outcome {
     let model = dir.join("model.onnx");
     let tol = match read_tolerance(dir) {
         Ok(t) => t,
@@ -257,9 +307,25 @@ fn run_inner(dir: &Path) -> Outcome {
         .map(|&id| graph.value(id).name.clone())
         .collect();
 
-    let exec = match kiln_runtime::cpu::CpuExecutor::new(graph, Default::default()) {
-        Ok(x) => x,
-        Err(e) => return runtime_outcome("executor", &e),
+    let exec = match backend {
+        Backend::Cpu => match kiln_runtime::cpu::CpuExecutor::new(graph, Default::default()) {
+            Ok(x) => Prepared::Cpu(Box::new(x)),
+            Err(e) => return runtime_outcome("executor", &e),
+        },
+        Backend::Gpu(ctx) => {
+            let plan = match kiln_codegen::plan_graph(&graph, ctx.caps()) {
+                Ok(p) => p,
+                Err(e) => return Outcome::Failed(format!("GPU plan: {e}")),
+            };
+            let summary = plan.summary(&graph);
+            GPU_STEPS.with(|s| {
+                *s.borrow_mut() = (summary.kernel_steps, summary.host_ops.values().sum())
+            });
+            match kiln_runtime::gpu::GpuExecutor::new(ctx.clone(), graph, Some(plan)) {
+                Ok(x) => Prepared::Gpu(Box::new(x)),
+                Err(e) => return runtime_outcome("GPU executor", &e),
+            }
+        }
     };
 
     for ds in &data_sets {
@@ -303,14 +369,14 @@ fn run_inner(dir: &Path) -> Outcome {
                 }
             }
         }
-        let result = match exec.run(&feed) {
+        let outputs = match exec.run(&feed) {
             Ok(r) => r,
             Err(e) => return runtime_outcome(&format!("{ds_name}: run"), &e),
         };
-        if result.outputs.len() != output_names.len() {
+        if outputs.len() != output_names.len() {
             return Outcome::Failed(format!(
                 "{ds_name}: executor returned {} outputs, graph has {}",
-                result.outputs.len(),
+                outputs.len(),
                 output_names.len()
             ));
         }
@@ -322,12 +388,11 @@ fn run_inner(dir: &Path) -> Outcome {
                 }
             };
             // By name when the executor names its outputs as the graph does, else by position.
-            let got = result
-                .outputs
+            let got = outputs
                 .iter()
                 .find(|(n, _)| n == name)
                 .map(|(_, t)| t)
-                .unwrap_or(&result.outputs[i].1);
+                .unwrap_or(&outputs[i].1);
             if let Err(e) = compare(got, &want, tol) {
                 return Outcome::Failed(format!("{ds_name}: output {i} '{name}': {e}"));
             }

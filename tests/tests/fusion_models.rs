@@ -5,7 +5,7 @@
 use kiln_ir::{DType, Graph, Op, Tensor};
 use kiln_passes::fusion::{FuseGraph, StopReason};
 use kiln_runtime::cpu::{CpuExecutor, ExecOptions};
-use kiln_tests::lm::{have, import_unfused, minilm, moby_dick, smollm2, tokenizer};
+use kiln_tests::lm::{have, import_unfused, minilm, moby_dick, smollm2, text_ids, token_inputs};
 use std::collections::BTreeMap;
 
 /// Nodes that run a kernel (pure shape relabellings excluded).
@@ -119,44 +119,6 @@ fn vit_blocks_are_recognised_and_launches_drop() {
         Tensor::from_vec(vec![1, 3, 224, 224], input).unwrap(),
     )]);
     assert_close(&g, &f, &inputs, 1e-4);
-}
-
-fn token_inputs(names: &[&str], ids: &[Vec<u32>], pad: u32) -> BTreeMap<String, Tensor> {
-    let (b, s) = (ids.len(), ids.iter().map(Vec::len).max().unwrap_or(0));
-    let mut tok = vec![pad as i64; b * s];
-    let mut mask = vec![0i64; b * s];
-    for (i, row) in ids.iter().enumerate() {
-        for (j, &t) in row.iter().enumerate() {
-            tok[i * s + j] = t as i64;
-            mask[i * s + j] = 1;
-        }
-    }
-    let mut m = BTreeMap::new();
-    for &n in names {
-        let v = match n {
-            "input_ids" => tok.clone(),
-            "attention_mask" => mask.clone(),
-            _ => vec![0i64; b * s],
-        };
-        m.insert(n.to_string(), Tensor::from_vec(vec![b, s], v).unwrap());
-    }
-    m
-}
-
-fn text_ids(model: &kiln_frontends::Model, n: usize, len: usize) -> Vec<Vec<u32>> {
-    let text = std::fs::read_to_string(moby_dick()).expect("moby dick");
-    let tok = tokenizer(model);
-    text.split("\n\n")
-        .map(str::trim)
-        .filter(|p| p.len() > 200)
-        .skip(40)
-        .take(n)
-        .map(|p| {
-            let mut ids = tok.encode(p, true).expect("tokenize");
-            ids.truncate(len);
-            ids
-        })
-        .collect()
 }
 
 #[test]
