@@ -12,5 +12,6 @@ pub mod cpu;
 pub mod error;
 #[cfg(feature = "gpu")]
 pub mod gpu;
+mod inputs;
 
 pub use error::RuntimeError;

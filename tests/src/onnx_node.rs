@@ -241,6 +241,18 @@ thread_local! {
     static GPU_STEPS: RefCell<(usize, usize)> = const { RefCell::new((0, 0)) };
 }
 
+/// The cases listed in `tests/conformance/onnx_node_pass.txt`: every one
+/// must pass on the CPU executor (and, through the host fallback, on the GPU).
+pub fn pass_list() -> Vec<String> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("conformance/onnx_node_pass.txt");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect()
+}
+
 /// Runs one case folder; never panics (a panic inside is `Failed("panic: ..")`).
 pub fn run_node_test(dir: &Path) -> Outcome {
     run_node_test_on(dir, &Backend::Cpu)

@@ -5,7 +5,6 @@
 
 use kiln_tests::onnx_node::{self, Outcome};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 #[test]
 fn listed_onnx_node_tests_pass_on_the_gpu() {
@@ -18,15 +17,7 @@ fn listed_onnx_node_tests_pass_on_the_gpu() {
         eprintln!("skipping: ONNX node tests not found at {}", dir.display());
         return;
     }
-    let list_path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("conformance/onnx_node_pass.txt");
-    let list: Vec<String> = std::fs::read_to_string(&list_path)
-        .expect("pass list")
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(String::from)
-        .collect();
+    let list = onnx_node::pass_list();
     onnx_node::install_quiet_panic_hook();
     let (mut on_gpu, mut all_gpu, mut failures) = (0, 0, Vec::new());
     let mut by_op: BTreeMap<String, (usize, usize)> = BTreeMap::new();

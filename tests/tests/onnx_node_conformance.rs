@@ -7,21 +7,10 @@
 //! `cargo run --release -p kiln-tests --bin onnx-conformance -- --write-list tests/conformance/onnx_node_pass.txt`.
 
 use kiln_tests::onnx_node;
-use std::path::PathBuf;
-
-fn pass_list() -> Vec<String> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("conformance/onnx_node_pass.txt");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(String::from)
-        .collect()
-}
 
 #[test]
 fn pass_list_is_sorted_and_unique() {
-    let list = pass_list();
+    let list = onnx_node::pass_list();
     for w in list.windows(2) {
         assert!(
             w[0] < w[1],
@@ -34,7 +23,7 @@ fn pass_list_is_sorted_and_unique() {
 
 #[test]
 fn listed_onnx_node_tests_pass() {
-    let list = pass_list();
+    let list = onnx_node::pass_list();
     let dir = onnx_node::default_dir();
     if !dir.join("manifest.txt").is_file() {
         let msg = format!(

@@ -5,7 +5,7 @@ use super::context::{padded, GpuContext, Pipeline};
 use crate::cpu::eval_node;
 use crate::RuntimeError;
 use kiln_codegen::{plan_graph, GpuPlan, Kernel, KernelSpec, Schedule, StepKind};
-use kiln_ir::{DType, Dim, Graph, Node, Shape, Tensor, ValueId, ValueType};
+use kiln_ir::{DType, Graph, Node, Shape, Tensor, ValueId, ValueType};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 
@@ -498,80 +498,7 @@ impl GpuExecutor {
     /// Checks the caller's inputs against the graph's declared inputs (an
     /// input that is also a constant may be left out).
     fn check_inputs(&self, inputs: &BTreeMap<String, Tensor>) -> Result<(), RuntimeError> {
-        let g = &self.graph;
-        let expected: Vec<&str> = g.inputs.iter().map(|&v| g.value(v).name.as_str()).collect();
-        for name in inputs.keys() {
-            if !expected.contains(&name.as_str()) {
-                return Err(RuntimeError::Input {
-                    name: name.clone(),
-                    message: format!(
-                        "the graph has no such input (expected: {})",
-                        expected.join(", ")
-                    ),
-                });
-            }
-        }
-        let mut bound: BTreeMap<&str, (usize, &str)> = BTreeMap::new();
-        for &v in &g.inputs {
-            let info = g.value(v);
-            let name = info.name.as_str();
-            let Some(t) = inputs.get(name) else {
-                if g.constants.contains_key(&v) {
-                    continue;
-                }
-                return Err(RuntimeError::Input {
-                    name: name.to_string(),
-                    message: format!("missing (expected inputs: {})", expected.join(", ")),
-                });
-            };
-            if t.dtype() != info.ty.dtype {
-                return Err(RuntimeError::Input {
-                    name: name.to_string(),
-                    message: format!("dtype is {}, expected {}", t.dtype(), info.ty.dtype),
-                });
-            }
-            if t.dims().len() != info.ty.shape.rank() {
-                return Err(RuntimeError::Input {
-                    name: name.to_string(),
-                    message: format!(
-                        "rank is {} (shape {:?}), expected {} ({})",
-                        t.dims().len(),
-                        t.dims(),
-                        info.ty.shape.rank(),
-                        info.ty.shape
-                    ),
-                });
-            }
-            for (i, (d, &actual)) in info.ty.shape.0.iter().zip(t.dims()).enumerate() {
-                match d {
-                    Dim::Fixed(f) if *f != actual as u64 => {
-                        return Err(RuntimeError::Input {
-                            name: name.to_string(),
-                            message: format!(
-                                "dimension {i} is {actual}, expected {f} (shape {})",
-                                info.ty.shape
-                            ),
-                        });
-                    }
-                    Dim::Sym(s) => match bound.get(s.as_str()) {
-                        Some(&(b, other)) if b != actual => {
-                            return Err(RuntimeError::Input {
-                                name: name.to_string(),
-                                message: format!(
-                                    "dimension `{s}` is {b} in input `{other}` but {actual} in input `{name}`"
-                                ),
-                            });
-                        }
-                        Some(_) => {}
-                        None => {
-                            bound.insert(s.as_str(), (actual, name));
-                        }
-                    },
-                    _ => {}
-                }
-            }
-        }
-        Ok(())
+        crate::inputs::check(&self.graph, inputs, true)
     }
 }
 
